@@ -1,0 +1,57 @@
+//! The command-line client: argument definitions and dispatch to one module per subcommand.
+
+pub mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// int8cal: calibrate Caffe models for 8-bit inference on Intel CPUs.
+#[derive(Debug, Parser)]
+#[command(name = "int8cal", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a model's TEST-phase layers with their top shapes and parameter counts (and, with weights,
+    /// each blob's shape and range).
+    Inspect(inspect::Args),
+}
+
+/// Model files shared by the subcommands.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The model prototxt (text format; V2 `layer` or V1 `layers`).
+    #[arg(short = 'm', long = "model", value_name = "PROTOTXT")]
+    pub model: PathBuf,
+    /// The trained weights (binary caffemodel).
+    #[arg(short = 'w', long = "weights", value_name = "CAFFEMODEL")]
+    pub weights: Option<PathBuf>,
+}
+
+/// Writes a command's output to stdout; a closed pipe (`int8cal inspect ... | head`) is not an error.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Inspect(args)) => inspect::run(&args),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            println!();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
