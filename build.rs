@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/caffe.proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let fds = protox::compile(["caffe.proto"], ["proto"])?;
-    std::fs::write(out.join("caffe_fds.bin"), prost::Message::encode_to_vec(&fds))?;
+    std::fs::write(
+        out.join("caffe_fds.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

@@ -77,7 +77,11 @@ fn document(net: &Net, with_weights: bool) -> Doc {
             let mut doc = LayerDoc {
                 name: l.name.clone(),
                 type_name: l.type_name.clone(),
-                bottoms: l.bottoms.iter().map(|&v| net.values[v].name.clone()).collect(),
+                bottoms: l
+                    .bottoms
+                    .iter()
+                    .map(|&v| net.values[v].name.clone())
+                    .collect(),
                 tops: l.tops.iter().map(|&v| net.values[v].name.clone()).collect(),
                 top_shapes: serde_json::Map::new(),
                 dynamic_tops: Vec::new(),
@@ -104,22 +108,40 @@ fn document(net: &Net, with_weights: bool) -> Doc {
                     .iter()
                     .map(|b| {
                         let (min, max, mean) = b.stats();
-                        BlobDoc { shape: b.shape().to_vec(), min, max, mean }
+                        BlobDoc {
+                            shape: b.shape().to_vec(),
+                            min,
+                            max,
+                            mean,
+                        }
                     })
                     .collect();
-            } else if let Ok(Some((required, _))) = net.expected_blobs(id) {
-                doc.params = required.iter().map(|s| s.iter().product::<usize>()).sum();
+            } else if let Ok(Some(expected)) = net.expected_blobs(id) {
+                doc.params = expected
+                    .required
+                    .iter()
+                    .map(|s| s.iter().product::<usize>())
+                    .sum();
             }
             doc
         })
         .collect();
-    Doc { name: net.name.clone(), batch_size: net.batch_size(), layers, warnings: net.warnings.clone() }
+    Doc {
+        name: net.name.clone(),
+        batch_size: net.batch_size(),
+        layers,
+        warnings: net.warnings.clone(),
+    }
 }
 
 fn dims(v: &serde_json::Value) -> String {
     match v.as_array() {
         Some(a) if a.is_empty() => "scalar".into(),
-        Some(a) => a.iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
+        Some(a) => a
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("x"),
         None => "?".into(),
     }
 }
@@ -127,7 +149,13 @@ fn dims(v: &serde_json::Value) -> String {
 fn table(doc: &Doc) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "net: {}  ({} layers, batch {})", doc.name, doc.layers.len(), doc.batch_size.map_or("?".into(), |b| b.to_string()));
+    let _ = writeln!(
+        out,
+        "net: {}  ({} layers, batch {})",
+        doc.name,
+        doc.layers.len(),
+        doc.batch_size.map_or("?".into(), |b| b.to_string())
+    );
     let rows: Vec<[String; 4]> = doc
         .layers
         .iter()
@@ -137,7 +165,9 @@ fn table(doc: &Doc) -> String {
                 .tops
                 .iter()
                 .map(|t| match l.top_shapes.get(t) {
-                    Some(s) if l.dynamic_tops.contains(t) => format!("{} (initial; set by the data)", dims(s)),
+                    Some(s) if l.dynamic_tops.contains(t) => {
+                        format!("{} (initial; set by the data)", dims(s))
+                    }
                     Some(s) => dims(s),
                     None => "?".into(),
                 })
@@ -146,14 +176,62 @@ fn table(doc: &Doc) -> String {
             [l.name.clone(), l.type_name.clone(), flow, shapes.join(", ")]
         })
         .collect();
-    let width = |i: usize, title: &str| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(title.len());
-    let w = [width(0, "layer"), width(1, "type"), width(2, "bottoms -> tops"), width(3, "top shapes")];
-    let _ = writeln!(out, "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>10}", "layer", "type", "bottoms -> tops", "top shapes", "params", w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3]);
+    let width = |i: usize, title: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let w = [
+        width(0, "layer"),
+        width(1, "type"),
+        width(2, "bottoms -> tops"),
+        width(3, "top shapes"),
+    ];
+    let _ = writeln!(
+        out,
+        "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>10}",
+        "layer",
+        "type",
+        "bottoms -> tops",
+        "top shapes",
+        "params",
+        w0 = w[0],
+        w1 = w[1],
+        w2 = w[2],
+        w3 = w[3]
+    );
     for (r, l) in rows.iter().zip(&doc.layers) {
-        let _ = writeln!(out, "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>10}", r[0], r[1], r[2], r[3], l.params, w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3]);
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>10}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            l.params,
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
         for (i, b) in l.blobs.iter().enumerate() {
-            let shape = b.shape.iter().map(ToString::to_string).collect::<Vec<_>>().join("x");
-            let _ = writeln!(out, "{:w0$}    blob {i}: {shape:<16} min {:<12} max {:<12} mean {}", "", b.min, b.max, b.mean, w0 = w[0]);
+            let shape = b
+                .shape
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("x");
+            let _ = writeln!(
+                out,
+                "{:w0$}    blob {i}: {shape:<16} min {:<12} max {:<12} mean {}",
+                "",
+                b.min,
+                b.max,
+                b.mean,
+                w0 = w[0]
+            );
         }
     }
     let total: usize = doc.layers.iter().map(|l| l.params).sum();

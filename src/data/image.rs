@@ -58,7 +58,9 @@ mod tests {
 
     #[test]
     fn jpeg_and_png_headers() {
-        let jpeg = [0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0, 0xff, 0xc0, 0, 11, 8, 0, 20, 0, 30, 3, 0, 0, 0];
+        let jpeg = [
+            0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0, 0xff, 0xc0, 0, 11, 8, 0, 20, 0, 30, 3, 0, 0, 0,
+        ];
         assert_eq!(header_size(&jpeg).unwrap(), (20, 30, 3));
         let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
         png.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 5, 8, 0, 0, 0, 0]);

@@ -9,17 +9,31 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, EnvFlags, EnvOpenOptions};
 
 /// Visits the records in key order until `visit` breaks; returns how many were visited.
-pub fn with_records(dir: &Path, mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>) -> Result<u64, String> {
+pub fn with_records(
+    dir: &Path,
+    mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+) -> Result<u64, String> {
     let data = dir.join("data.mdb");
-    let size = std::fs::metadata(&data).map_err(|e| format!("{}: no LMDB here ({e})", data.display()))?.len();
+    let size = std::fs::metadata(&data)
+        .map_err(|e| format!("{}: no LMDB here ({e})", data.display()))?
+        .len();
     let fail = |e: heed::Error| format!("{}: {e}", dir.display());
     let mut opts = EnvOpenOptions::new();
-    opts.map_size(usize::try_from(size).unwrap_or(usize::MAX).max(1 << 20).next_multiple_of(4096));
+    opts.map_size(
+        usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .max(1 << 20)
+            .next_multiple_of(4096),
+    );
     #[allow(unsafe_code)]
     // SAFETY: heed marks opening unsafe because an environment must not be opened twice in one process with
     // conflicting flags nor modified while mapped; we open read-only and nothing writes to calibration data
     // while the tool reads it.
-    let env = unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK).open(dir) }.map_err(fail)?;
+    let env = unsafe {
+        opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK)
+            .open(dir)
+    }
+    .map_err(fail)?;
     let rtxn = env.read_txn().map_err(fail)?;
     let db = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, heed::Error> {

@@ -15,5 +15,9 @@ pub fn resolve(base: &Path, path: &str) -> PathBuf {
         return p.to_path_buf();
     }
     let beside = base.join(p);
-    if beside.exists() || !p.exists() { beside } else { p.to_path_buf() }
+    if beside.exists() || !p.exists() {
+        beside
+    } else {
+        p.to_path_buf()
+    }
 }

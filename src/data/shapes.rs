@@ -21,18 +21,28 @@ pub fn data_tops(layer: &Layer, base: &Path) -> Result<Vec<Shape>, String> {
         DataSource::Db(p) | DataSource::Box(p) => {
             let (c, h, w) = db_record_size(p, base, false)?;
             let (h, w) = transformed(transform, h, w);
-            vec![vec![batch(p.batch_size)?, c, h, w], vec![batch(p.batch_size)?]]
+            vec![
+                vec![batch(p.batch_size)?, c, h, w],
+                vec![batch(p.batch_size)?],
+            ]
         }
         DataSource::Annotated(p, anno) => {
             let (c, h, w) = db_record_size(p, base, true)?;
             let (h, w) = transformed(transform, h, w);
-            let label = if anno.anno_type.is_some() || n_tops > 1 { vec![1, 1, 1, 8] } else { vec![batch(p.batch_size)?] };
+            let label = if anno.anno_type.is_some() || n_tops > 1 {
+                vec![1, 1, 1, 8]
+            } else {
+                vec![batch(p.batch_size)?]
+            };
             vec![vec![batch(p.batch_size)?, c, h, w], label]
         }
         DataSource::ImageList(p) => {
             let (c, h, w) = image_list_size(p, base)?;
             let (h, w) = transformed(transform, h, w);
-            vec![vec![batch(p.batch_size)?, c, h, w], vec![batch(p.batch_size)?]]
+            vec![
+                vec![batch(p.batch_size)?, c, h, w],
+                vec![batch(p.batch_size)?],
+            ]
         }
         DataSource::Memory(p) => {
             let n = batch(p.batch_size)?;
@@ -41,7 +51,9 @@ pub fn data_tops(layer: &Layer, base: &Path) -> Result<Vec<Shape>, String> {
         }
         DataSource::Dummy(p) => dummy(p, n_tops)?,
         DataSource::Hdf5(_) | DataSource::Window(_) | DataSource::Video(_) => {
-            return Err("int8cal cannot read this kind of data source, so its shapes are unknown".into());
+            return Err(
+                "int8cal cannot read this kind of data source, so its shapes are unknown".into(),
+            );
         }
     };
     tops.truncate(n_tops);
@@ -62,7 +74,11 @@ fn batch(b: Option<u32>) -> Result<usize, String> {
 }
 
 /// (channels, height, width) of the first record of an LMDB of `Datum` (or `AnnotatedDatum`).
-fn db_record_size(p: &caffe::DataParameter, base: &Path, annotated: bool) -> Result<(usize, usize, usize), String> {
+fn db_record_size(
+    p: &caffe::DataParameter,
+    base: &Path,
+    annotated: bool,
+) -> Result<(usize, usize, usize), String> {
     if p.backend() == caffe::data_parameter::Db::Leveldb && p.backend.is_some() {
         return Err("LevelDB sources are not supported; convert the database to LMDB".into());
     }
@@ -70,30 +86,53 @@ fn db_record_size(p: &caffe::DataParameter, base: &Path, annotated: bool) -> Res
     let bytes = lmdb::first(&dir)?;
     let datum = if annotated {
         caffe::AnnotatedDatum::decode(bytes.as_slice())
-            .map_err(|e| format!("{}: first record is not an AnnotatedDatum: {e}", dir.display()))?
+            .map_err(|e| {
+                format!(
+                    "{}: first record is not an AnnotatedDatum: {e}",
+                    dir.display()
+                )
+            })?
             .datum
             .unwrap_or_default()
     } else {
-        caffe::Datum::decode(bytes.as_slice()).map_err(|e| format!("{}: first record is not a Datum: {e}", dir.display()))?
+        caffe::Datum::decode(bytes.as_slice())
+            .map_err(|e| format!("{}: first record is not a Datum: {e}", dir.display()))?
     };
     if datum.encoded() {
-        return image::header_size(datum.data()).map(|(h, w, c)| (c, h, w)).map_err(|e| format!("{}: first record: {e}", dir.display()));
+        return image::header_size(datum.data())
+            .map(|(h, w, c)| (c, h, w))
+            .map_err(|e| format!("{}: first record: {e}", dir.display()));
     }
     let dims = [datum.channels(), datum.height(), datum.width()];
     if dims.iter().any(|&d| d <= 0) {
-        return Err(format!("{}: first record has channels/height/width {dims:?}", dir.display()));
+        return Err(format!(
+            "{}: first record has channels/height/width {dims:?}",
+            dir.display()
+        ));
     }
     Ok((dims[0] as usize, dims[1] as usize, dims[2] as usize))
 }
 
 /// (channels, height, width) of the first image of an ImageData list, after `new_height`/`new_width`.
-fn image_list_size(p: &caffe::ImageDataParameter, base: &Path) -> Result<(usize, usize, usize), String> {
+fn image_list_size(
+    p: &caffe::ImageDataParameter,
+    base: &Path,
+) -> Result<(usize, usize, usize), String> {
     let list = resolve(base, p.source());
     let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let first = text.lines().find(|l| !l.trim().is_empty()).ok_or_else(|| format!("{}: the list is empty", list.display()))?;
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| format!("{}: the list is empty", list.display()))?;
     let file = first.rsplit_once(' ').map_or(first, |(f, _)| f).trim();
     let path = resolve(base, &format!("{}{file}", p.root_folder()));
-    let bytes = std::fs::read(&path).map_err(|e| format!("{} (first image of {}): {e}", path.display(), list.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "{} (first image of {}): {e}",
+            path.display(),
+            list.display()
+        )
+    })?;
     let (h, w, _) = image::header_size(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = if p.is_color() { 3 } else { 1 };
     match (p.new_height(), p.new_width()) {
@@ -111,7 +150,9 @@ fn transformed(t: &TransformationParameter, h: usize, w: usize) -> (usize, usize
     {
         let (rh, rw) = (r.height() as usize, r.width() as usize);
         match r.resize_mode() {
-            ResizeMode::Warp | ResizeMode::FitLargeSizeAndPad if rh > 0 && rw > 0 => (h, w) = (rh, rw),
+            ResizeMode::Warp | ResizeMode::FitLargeSizeAndPad if rh > 0 && rw > 0 => {
+                (h, w) = (rh, rw)
+            }
             ResizeMode::FitSmallSize if rh > 0 && rw > 0 => {
                 // Scale so that the image fits the box, keeping the aspect ratio.
                 let scale = (rh as f32 / h as f32).min(rw as f32 / w as f32);
@@ -132,7 +173,13 @@ fn transformed(t: &TransformationParameter, h: usize, w: usize) -> (usize, usize
 }
 
 fn dummy(p: &caffe::DummyDataParameter, n_tops: usize) -> Result<Vec<Shape>, String> {
-    let pick = |i: usize| if p.shape.len() == 1 { &p.shape[0] } else { &p.shape[i] };
+    let pick = |i: usize| {
+        if p.shape.len() == 1 {
+            &p.shape[0]
+        } else {
+            &p.shape[i]
+        }
+    };
     if !p.shape.is_empty() {
         if p.shape.len() != 1 && p.shape.len() != n_tops {
             return Err(format!("{} shapes for {n_tops} tops", p.shape.len()));

@@ -53,17 +53,26 @@ pub fn declared_shape(p: &BlobProto) -> Result<(Vec<usize>, bool), String> {
 /// Converts a `BlobProto` (taking its data without copying when it is `float`).
 pub fn from_proto(mut p: BlobProto) -> Result<Blob, String> {
     let (shape, legacy) = declared_shape(&p)?;
-    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or("dimension product overflows")?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or("dimension product overflows")?;
     let data = if !p.data.is_empty() || p.double_data.is_empty() {
         std::mem::take(&mut p.data)
     } else {
         p.double_data.iter().map(|&v| v as f32).collect()
     };
     if data.len() != count {
-        return Err(format!("blob of shape {shape:?} holds {} values, expected {count}", data.len()));
+        return Err(format!(
+            "blob of shape {shape:?} holds {} values, expected {count}",
+            data.len()
+        ));
     }
     let data = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?;
-    Ok(Blob { data, legacy_shape: legacy })
+    Ok(Blob {
+        data,
+        legacy_shape: legacy,
+    })
 }
 
 /// Caffe's shape check: equal shapes, or a legacy 4-D blob equal to the expected shape padded on the left
@@ -85,8 +94,14 @@ pub fn reshaped(blob: Blob, expected: &[usize]) -> Result<Blob, String> {
     if blob.shape() == expected {
         return Ok(blob);
     }
-    let data = blob.data.into_shape_with_order(IxDyn(expected)).map_err(|e| e.to_string())?;
-    Ok(Blob { data, legacy_shape: false })
+    let data = blob
+        .data
+        .into_shape_with_order(IxDyn(expected))
+        .map_err(|e| e.to_string())?;
+    Ok(Blob {
+        data,
+        legacy_shape: false,
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +111,14 @@ mod tests {
 
     #[test]
     fn legacy_and_double_data() {
-        let p = BlobProto { num: Some(1), channels: Some(1), height: Some(2), width: Some(3), double_data: vec![1.0; 6], ..Default::default() };
+        let p = BlobProto {
+            num: Some(1),
+            channels: Some(1),
+            height: Some(2),
+            width: Some(3),
+            double_data: vec![1.0; 6],
+            ..Default::default()
+        };
         let b = from_proto(p).unwrap();
         assert_eq!(b.shape(), &[1, 1, 2, 3]);
         assert!(shape_fits(&b, &[2, 3]));
@@ -106,9 +128,16 @@ mod tests {
 
     #[test]
     fn count_mismatch_and_negative_dims() {
-        let p = BlobProto { shape: Some(BlobShape { dim: vec![2, 2] }), data: vec![0.0; 3], ..Default::default() };
+        let p = BlobProto {
+            shape: Some(BlobShape { dim: vec![2, 2] }),
+            data: vec![0.0; 3],
+            ..Default::default()
+        };
         assert!(from_proto(p).unwrap_err().contains("holds 3 values"));
-        let p = BlobProto { shape: Some(BlobShape { dim: vec![-2] }), ..Default::default() };
+        let p = BlobProto {
+            shape: Some(BlobShape { dim: vec![-2] }),
+            ..Default::default()
+        };
         assert!(from_proto(p).is_err());
     }
 }

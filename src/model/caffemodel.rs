@@ -39,14 +39,25 @@ pub fn read(path: &Path) -> Result<Weights, ModelError> {
 
 /// Decodes caffemodel bytes; `path` is only used in messages.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> {
-    let bad = |reason: String| ModelError::Caffemodel { path: path.to_path_buf(), reason };
+    let bad = |reason: String| ModelError::Caffemodel {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.is_empty() {
         return Err(bad("the file is empty".into()));
     }
-    let net = NetParameter::decode(bytes).map_err(|e| bad(format!("protobuf decoding failed ({e}); truncated or not a caffemodel")))?;
+    let net = NetParameter::decode(bytes).map_err(|e| {
+        bad(format!(
+            "protobuf decoding failed ({e}); truncated or not a caffemodel"
+        ))
+    })?;
     let mut layers = Vec::new();
     for l in net.layer {
-        layers.push((l.name.unwrap_or_default(), l.r#type.unwrap_or_default(), l.blobs));
+        layers.push((
+            l.name.unwrap_or_default(),
+            l.r#type.unwrap_or_default(),
+            l.blobs,
+        ));
     }
     for l in net.layers {
         let ty = v1_type_name(l.r#type()).to_string();
@@ -65,10 +76,19 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> {
             let blobs = protos
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| blob::from_proto(p).map_err(|e| bad(format!("layer '{name}', blob {i}: {e}"))))
+                .map(|(i, p)| {
+                    blob::from_proto(p).map_err(|e| bad(format!("layer '{name}', blob {i}: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(LayerWeights { name, type_name, blobs })
+            Ok(LayerWeights {
+                name,
+                type_name,
+                blobs,
+            })
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    Ok(Weights { path: path.to_path_buf(), layers })
+    Ok(Weights {
+        path: path.to_path_buf(),
+        layers,
+    })
 }

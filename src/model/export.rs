@@ -44,10 +44,18 @@ const PATH_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// The quantized text of `proto` for an output written to `out_dir`.
-pub fn quantized_text(proto: &Prototxt, table: &QuantTable, out_dir: &Path) -> Result<Exported, ModelError> {
+pub fn quantized_text(
+    proto: &Prototxt,
+    table: &QuantTable,
+    out_dir: &Path,
+) -> Result<Exported, ModelError> {
     let mut notes = Vec::new();
     check_names(proto, table)?;
-    let model_dir = proto.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let model_dir = proto
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let text = match proto.format {
         Format::V2 => edit_in_place(proto, table, &model_dir, out_dir, &mut notes)?,
         Format::V1 => {
@@ -62,7 +70,13 @@ pub fn quantized_text(proto: &Prototxt, table: &QuantTable, out_dir: &Path) -> R
                 }
             }
             let upgraded = Prototxt::from_text(prost_text(&param, "NetParameter", 0), &proto.path)?;
-            edit_in_place(&upgraded, &QuantTable::new(), &model_dir, out_dir, &mut notes)?
+            edit_in_place(
+                &upgraded,
+                &QuantTable::new(),
+                &model_dir,
+                out_dir,
+                &mut notes,
+            )?
         }
     };
     Ok(Exported { text, notes })
@@ -73,10 +87,16 @@ pub fn write(proto: &Prototxt, table: &QuantTable, out: &Path) -> Result<Vec<Str
     if same_file(&proto.path, out) {
         return Err(ModelError::Io {
             path: out.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "this is the model itself; choose another output file"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "this is the model itself; choose another output file",
+            ),
         });
     }
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let exported = quantized_text(proto, table, dir)?;
     write_atomic(out, exported.text.as_bytes())?;
     Ok(exported.notes)
@@ -84,8 +104,14 @@ pub fn write(proto: &Prototxt, table: &QuantTable, out: &Path) -> Result<Vec<Str
 
 /// Writes bytes to a temporary file beside `path` and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -112,7 +138,9 @@ fn check_names(proto: &Prototxt, table: &QuantTable) -> Result<(), ModelError> {
         if !param.layer.iter().any(|l| l.name() == name) {
             return Err(ModelError::Net {
                 at: proto.path.display().to_string(),
-                message: format!("the quantization table names layer '{name}', which the model does not have"),
+                message: format!(
+                    "the quantization table names layer '{name}', which the model does not have"
+                ),
             });
         }
     }
@@ -129,16 +157,22 @@ fn edit_in_place(
     let src = &proto.text;
     let mut edits: Vec<(Span, String)> = Vec::new();
     for field in proto.tree.all("layer") {
-        let FieldValue::Message(layer) = &field.value else { continue };
+        let FieldValue::Message(layer) = &field.value else {
+            continue;
+        };
         let name = layer.string("name").unwrap_or_default();
         if let Some(q) = table.get(&name) {
             edits.extend(quant_edit(src, layer, q.as_ref()));
         }
         for (param, key) in PATH_FIELDS {
             for p in layer.all(param) {
-                let FieldValue::Message(m) = &p.value else { continue };
+                let FieldValue::Message(m) = &p.value else {
+                    continue;
+                };
                 for f in m.all(key) {
-                    let FieldValue::Scalar(s) = &f.value else { continue };
+                    let FieldValue::Scalar(s) = &f.value else {
+                        continue;
+                    };
                     if let Some(new) = rebased(&s.text, model_dir, out_dir) {
                         notes.push(format!("layer '{name}': {param}.{key} \"{}\" is written as \"{new}\" so that it points at the same file", s.text));
                         edits.push((s.span, quote(&new)));
@@ -147,18 +181,27 @@ fn edit_in_place(
             }
         }
         for p in layer.all("detection_output_param") {
-            let FieldValue::Message(m) = &p.value else { continue };
+            let FieldValue::Message(m) = &p.value else {
+                continue;
+            };
             for f in m.all("clip") {
                 notes.push(format!("layer '{name}': detection_output_param.clip (OpenCV's extension) is left out: Intel Caffe rejects it"));
                 edits.push((whole_lines(src, f.span), String::new()));
             }
         }
     }
-    apply(src, edits).map_err(|m| ModelError::Net { at: proto.path.display().to_string(), message: m })
+    apply(src, edits).map_err(|m| ModelError::Net {
+        at: proto.path.display().to_string(),
+        message: m,
+    })
 }
 
 /// The edit that sets (or removes) a layer's quantization block.
-fn quant_edit(src: &str, layer: &Message, q: Option<&QuantizationParameter>) -> Option<(Span, String)> {
+fn quant_edit(
+    src: &str,
+    layer: &Message,
+    q: Option<&QuantizationParameter>,
+) -> Option<(Span, String)> {
     let existing = layer.first("quantization_param");
     let indent = field_indent(src, layer);
     let block = q.map(|q| block_text(q, &indent));
@@ -190,24 +233,34 @@ fn block_text(q: &QuantizationParameter, indent: &str) -> String {
 
 /// The indentation of a layer's fields (two spaces when it cannot be seen).
 fn field_indent(src: &str, layer: &Message) -> String {
-    let Some(first) = layer.fields.first() else { return "  ".into() };
+    let Some(first) = layer.fields.first() else {
+        return "  ".into();
+    };
     let line_start = src[..first.span.start].rfind('\n').map_or(0, |i| i + 1);
     let prefix = &src[line_start..first.span.start];
-    if prefix.trim().is_empty() { prefix.to_string() } else { "  ".into() }
+    if prefix.trim().is_empty() {
+        prefix.to_string()
+    } else {
+        "  ".into()
+    }
 }
 
 /// The span extended to whole lines when the field is alone on its line(s), so removing it leaves no gap.
 fn whole_lines(src: &str, span: Span) -> Span {
     let start = src[..span.start].rfind('\n').map_or(0, |i| i + 1);
-    let end = src[span.end..].find('\n').map_or(src.len(), |i| span.end + i + 1);
-    let alone = src[start..span.start].trim().is_empty() && src[span.end..end].trim().trim_end_matches(';').is_empty();
+    let end = src[span.end..]
+        .find('\n')
+        .map_or(src.len(), |i| span.end + i + 1);
+    let alone = src[start..span.start].trim().is_empty()
+        && src[span.end..end].trim().trim_end_matches(';').is_empty();
     if alone { Span::new(start, end) } else { span }
 }
 
 /// Applies non-overlapping edits.
 fn apply(src: &str, mut edits: Vec<(Span, String)>) -> Result<String, String> {
     edits.sort_by_key(|(s, _)| (s.start, s.end));
-    let mut out = String::with_capacity(src.len() + edits.iter().map(|(_, t)| t.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(src.len() + edits.iter().map(|(_, t)| t.len()).sum::<usize>());
     let mut pos = 0;
     for (span, text) in edits {
         if span.start < pos {
@@ -243,8 +296,13 @@ fn rebased(path: &str, model_dir: &Path, out_dir: &Path) -> Option<String> {
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
-    p.canonicalize().unwrap_or_else(|_| normalize(&std::env::current_dir().unwrap_or_default().join(p)))
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    p.canonicalize()
+        .unwrap_or_else(|_| normalize(&std::env::current_dir().unwrap_or_default().join(p)))
 }
 
 /// Removes `.` and folds `..` lexically.
@@ -283,15 +341,31 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative(Path::new("/a/b/out"), Path::new("/a/b/m/data/x")), PathBuf::from("../m/data/x"));
-        assert_eq!(relative(Path::new("/a"), Path::new("/a/x")), PathBuf::from("x"));
+        assert_eq!(
+            relative(Path::new("/a/b/out"), Path::new("/a/b/m/data/x")),
+            PathBuf::from("../m/data/x")
+        );
+        assert_eq!(
+            relative(Path::new("/a"), Path::new("/a/x")),
+            PathBuf::from("x")
+        );
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
     }
 
     #[test]
     fn edits_apply_in_order_and_refuse_overlap() {
-        let out = apply("abcdef", vec![(Span::new(4, 5), "X".into()), (Span::new(1, 2), "Y".into())]).unwrap();
+        let out = apply(
+            "abcdef",
+            vec![(Span::new(4, 5), "X".into()), (Span::new(1, 2), "Y".into())],
+        )
+        .unwrap();
         assert_eq!(out, "aYcdXf");
-        assert!(apply("abc", vec![(Span::new(0, 2), "".into()), (Span::new(1, 3), "".into())]).is_err());
+        assert!(
+            apply(
+                "abc",
+                vec![(Span::new(0, 2), "".into()), (Span::new(1, 3), "".into())]
+            )
+            .is_err()
+        );
     }
 }

@@ -18,14 +18,24 @@ impl SpatialSpec {
             (Some(h), Some(w)) => Some((h as usize, w as usize)),
             _ => None,
         };
-        Self { list: list.iter().map(|&v| v as usize).collect(), hw }
+        Self {
+            list: list.iter().map(|&v| v as usize).collect(),
+            hw,
+        }
     }
 
     /// One value per spatial axis (`n` axes), or why not.
-    pub fn resolve(&self, n: usize, default: Option<usize>, what: &str) -> Result<Vec<usize>, String> {
+    pub fn resolve(
+        &self,
+        n: usize,
+        default: Option<usize>,
+        what: &str,
+    ) -> Result<Vec<usize>, String> {
         if let Some((h, w)) = self.hw {
             if n != 2 {
-                return Err(format!("{what}_h/{what}_w are for 2-D data, the input has {n} spatial axes"));
+                return Err(format!(
+                    "{what}_h/{what}_w are for 2-D data, the input has {n} spatial axes"
+                ));
             }
             if !self.list.is_empty() {
                 return Err(format!("both {what} and {what}_h/{what}_w are given"));
@@ -203,55 +213,135 @@ pub enum RecurrentKind {
 }
 
 /// What a layer computes, with its parameters.
+// One value per layer, a few hundred per net: the size of the data-layer variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerKind {
     /// Tops with fixed shapes (also the upgraded form of `input`/`input_dim`).
-    Input { shapes: Vec<Vec<i64>> },
-    Data { source: DataSource, transform: caffe::TransformationParameter },
+    Input {
+        shapes: Vec<Vec<i64>>,
+    },
+    Data {
+        source: DataSource,
+        transform: caffe::TransformationParameter,
+    },
     Convolution(Conv),
     Deconvolution(Conv),
     Im2col(Conv),
     Pooling(Pool),
-    Spp { pyramid_height: usize, method: PoolMethod },
+    Spp {
+        pyramid_height: usize,
+        method: PoolMethod,
+    },
     Lrn(Lrn),
     InnerProduct(InnerProduct),
-    Embed { num_output: usize, input_dim: usize, bias_term: bool },
+    Embed {
+        num_output: usize,
+        input_dim: usize,
+        bias_term: bool,
+    },
     Activation(Activation),
-    PReLU { channel_shared: bool },
+    PReLU {
+        channel_shared: bool,
+    },
     Identity(Identity),
     BatchNorm(BatchNorm),
     Scale(Affine),
     Bias(Affine),
-    Mvn { normalize_variance: bool, across_channels: bool, eps: f32 },
-    Normalize { across_spatial: bool, channel_shared: bool, eps: f32 },
-    Eltwise { op: EltwiseOp, coeff: Vec<f32> },
-    Concat { axis: i32 },
-    Slice { axis: i32, points: Vec<usize> },
+    Mvn {
+        normalize_variance: bool,
+        across_channels: bool,
+        eps: f32,
+    },
+    Normalize {
+        across_spatial: bool,
+        channel_shared: bool,
+        eps: f32,
+    },
+    Eltwise {
+        op: EltwiseOp,
+        coeff: Vec<f32>,
+    },
+    Concat {
+        axis: i32,
+    },
+    Slice {
+        axis: i32,
+        points: Vec<usize>,
+    },
     Split,
-    Flatten { axis: i32, end_axis: i32 },
-    Reshape { dims: Vec<i64>, axis: i32, num_axes: i32 },
-    Crop { axis: i32, offsets: Vec<usize> },
-    Tile { axis: i32, tiles: usize },
-    Reduction { op: ReductionOp, axis: i32, coeff: f32 },
-    Permute { order: Vec<usize> },
-    Reorg { stride: usize, reverse: bool },
+    Flatten {
+        axis: i32,
+        end_axis: i32,
+    },
+    Reshape {
+        dims: Vec<i64>,
+        axis: i32,
+        num_axes: i32,
+    },
+    Crop {
+        axis: i32,
+        offsets: Vec<usize>,
+    },
+    Tile {
+        axis: i32,
+        tiles: usize,
+    },
+    Reduction {
+        op: ReductionOp,
+        axis: i32,
+        coeff: f32,
+    },
+    Permute {
+        order: Vec<usize>,
+    },
+    Reorg {
+        stride: usize,
+        reverse: bool,
+    },
     Axpy,
     Filter,
     BatchReindex,
     Silence,
-    Parameter { shape: Vec<i64> },
-    Softmax { axis: i32 },
-    ArgMax { out_max_val: bool, top_k: usize, axis: Option<i32> },
-    Accuracy { top_k: usize, axis: i32, ignore_label: Option<i32> },
+    Parameter {
+        shape: Vec<i64>,
+    },
+    Softmax {
+        axis: i32,
+    },
+    ArgMax {
+        out_max_val: bool,
+        top_k: usize,
+        axis: Option<i32>,
+    },
+    Accuracy {
+        top_k: usize,
+        axis: i32,
+        ignore_label: Option<i32>,
+    },
     PriorBox(caffe::PriorBoxParameter),
     DetectionOutput(caffe::DetectionOutputParameter),
     DetectionEvaluate(caffe::DetectionEvaluateParameter),
     EvalDetection(caffe::EvalDetectionParameter),
-    RoiPooling { pooled_h: usize, pooled_w: usize, spatial_scale: f32 },
-    PsRoiPooling { spatial_scale: f32, output_dim: usize, group_size: usize },
-    Recurrent { kind: RecurrentKind, num_output: usize },
+    RoiPooling {
+        pooled_h: usize,
+        pooled_w: usize,
+        spatial_scale: f32,
+    },
+    PsRoiPooling {
+        spatial_scale: f32,
+        output_dim: usize,
+        group_size: usize,
+    },
+    Recurrent {
+        kind: RecurrentKind,
+        num_output: usize,
+    },
     LstmUnit,
-    Python { module: String, layer: String },
+    Python {
+        module: String,
+        layer: String,
+    },
     Hdf5Output,
     BoxAnnotatorOhem,
     Loss(LossKind),
@@ -278,37 +368,66 @@ impl LayerKind {
     pub fn from_proto(p: &LayerParameter) -> Self {
         use LayerKind as K;
         let transform = || p.transform_param.clone().unwrap_or_default();
-        let data = |source| K::Data { source, transform: transform() };
+        let data = |source| K::Data {
+            source,
+            transform: transform(),
+        };
         let dp = || p.data_param.clone().unwrap_or_default();
         let act = K::Activation;
         match p.r#type() {
             "Input" => K::Input {
-                shapes: p.input_param.as_ref().map(|i| i.shape.iter().map(|s| s.dim.clone()).collect()).unwrap_or_default(),
+                shapes: p
+                    .input_param
+                    .as_ref()
+                    .map(|i| i.shape.iter().map(|s| s.dim.clone()).collect())
+                    .unwrap_or_default(),
             },
             "Data" => data(DataSource::Db(dp())),
-            "AnnotatedData" => data(DataSource::Annotated(dp(), p.annotated_data_param.clone().unwrap_or_default())),
-            "ImageData" => data(DataSource::ImageList(p.image_data_param.clone().unwrap_or_default())),
-            "MemoryData" => data(DataSource::Memory(p.memory_data_param.clone().unwrap_or_default())),
-            "DummyData" => data(DataSource::Dummy(p.dummy_data_param.clone().unwrap_or_default())),
-            "HDF5Data" => data(DataSource::Hdf5(p.hdf5_data_param.clone().unwrap_or_default())),
-            "WindowData" => data(DataSource::Window(p.window_data_param.clone().unwrap_or_default())),
-            "VideoData" => data(DataSource::Video(p.video_data_param.clone().unwrap_or_default())),
+            "AnnotatedData" => data(DataSource::Annotated(
+                dp(),
+                p.annotated_data_param.clone().unwrap_or_default(),
+            )),
+            "ImageData" => data(DataSource::ImageList(
+                p.image_data_param.clone().unwrap_or_default(),
+            )),
+            "MemoryData" => data(DataSource::Memory(p.memory_data_param.unwrap_or_default())),
+            "DummyData" => data(DataSource::Dummy(
+                p.dummy_data_param.clone().unwrap_or_default(),
+            )),
+            "HDF5Data" => data(DataSource::Hdf5(
+                p.hdf5_data_param.clone().unwrap_or_default(),
+            )),
+            "WindowData" => data(DataSource::Window(
+                p.window_data_param.clone().unwrap_or_default(),
+            )),
+            "VideoData" => data(DataSource::Video(
+                p.video_data_param.clone().unwrap_or_default(),
+            )),
             "BoxData" => data(DataSource::Box(dp())),
             "Convolution" => K::Convolution(conv(p)),
             "Deconvolution" => K::Deconvolution(conv(p)),
             "Im2col" => K::Im2col(conv(p)),
             "Pooling" => K::Pooling(pool(p)),
             "SPP" => {
-                let s = p.spp_param.clone().unwrap_or_default();
-                K::Spp { pyramid_height: s.pyramid_height() as usize, method: pool_method(s.pool) }
+                let s = p.spp_param.unwrap_or_default();
+                K::Spp {
+                    pyramid_height: s.pyramid_height() as usize,
+                    method: pool_method(s.pool),
+                }
             }
             "LRN" => {
-                let l = p.lrn_param.clone().unwrap_or_default();
+                let l = p.lrn_param.unwrap_or_default();
                 let region = match l.norm_region() {
                     caffe::lrn_parameter::NormRegion::AcrossChannels => NormRegion::AcrossChannels,
                     caffe::lrn_parameter::NormRegion::WithinChannel => NormRegion::WithinChannel,
                 };
-                K::Lrn(Lrn { local_size: l.local_size() as usize, alpha: l.alpha(), beta: l.beta(), k: l.k(), region })
+                K::Lrn(Lrn {
+                    local_size: l.local_size() as usize,
+                    alpha: l.alpha(),
+                    beta: l.beta(),
+                    k: l.k(),
+                    region,
+                })
             }
             "InnerProduct" => {
                 let ip = p.inner_product_param.clone().unwrap_or_default();
@@ -322,33 +441,55 @@ impl LayerKind {
             }
             "Embed" => {
                 let e = p.embed_param.clone().unwrap_or_default();
-                K::Embed { num_output: e.num_output() as usize, input_dim: e.input_dim() as usize, bias_term: e.bias_term() }
+                K::Embed {
+                    num_output: e.num_output() as usize,
+                    input_dim: e.input_dim() as usize,
+                    bias_term: e.bias_term(),
+                }
             }
             "ReLU" => act(Activation::ReLU {
                 negative_slope: p.relu_param.as_ref().map_or(0.0, |r| r.negative_slope()),
             }),
-            "ELU" => act(Activation::Elu { alpha: p.elu_param.as_ref().map_or(1.0, |e| e.alpha()) }),
+            "ELU" => act(Activation::Elu {
+                alpha: p.elu_param.as_ref().map_or(1.0, |e| e.alpha()),
+            }),
             "Sigmoid" => act(Activation::Sigmoid),
             "TanH" => act(Activation::TanH),
             "AbsVal" => act(Activation::AbsVal),
             "BNLL" => act(Activation::Bnll),
-            "Swish" => act(Activation::Swish { beta: p.swish_param.as_ref().map_or(1.0, |s| s.beta()) }),
+            "Swish" => act(Activation::Swish {
+                beta: p.swish_param.as_ref().map_or(1.0, |s| s.beta()),
+            }),
             "Power" => {
-                let q = p.power_param.clone().unwrap_or_default();
-                act(Activation::Power { power: q.power(), scale: q.scale(), shift: q.shift() })
+                let q = p.power_param.unwrap_or_default();
+                act(Activation::Power {
+                    power: q.power(),
+                    scale: q.scale(),
+                    shift: q.shift(),
+                })
             }
             "Exp" => {
-                let q = p.exp_param.clone().unwrap_or_default();
-                act(Activation::Exp { base: q.base(), scale: q.scale(), shift: q.shift() })
+                let q = p.exp_param.unwrap_or_default();
+                act(Activation::Exp {
+                    base: q.base(),
+                    scale: q.scale(),
+                    shift: q.shift(),
+                })
             }
             "Log" => {
-                let q = p.log_param.clone().unwrap_or_default();
-                act(Activation::Log { base: q.base(), scale: q.scale(), shift: q.shift() })
+                let q = p.log_param.unwrap_or_default();
+                act(Activation::Log {
+                    base: q.base(),
+                    scale: q.scale(),
+                    shift: q.shift(),
+                })
             }
             "Threshold" => act(Activation::Threshold {
                 threshold: p.threshold_param.as_ref().map_or(0.0, |t| t.threshold()),
             }),
-            "PReLU" => K::PReLU { channel_shared: p.prelu_param.as_ref().is_some_and(|q| q.channel_shared()) },
+            "PReLU" => K::PReLU {
+                channel_shared: p.prelu_param.as_ref().is_some_and(|q| q.channel_shared()),
+            },
             "Dropout" => K::Identity(Identity::Dropout),
             "SpatialDropout" => K::Identity(Identity::SpatialDropout),
             "BatchNorm" => {
@@ -361,19 +502,35 @@ impl LayerKind {
             }
             "Scale" => {
                 let s = p.scale_param.clone().unwrap_or_default();
-                K::Scale(Affine { axis: s.axis(), num_axes: s.num_axes(), bias_term: s.bias_term() })
+                K::Scale(Affine {
+                    axis: s.axis(),
+                    num_axes: s.num_axes(),
+                    bias_term: s.bias_term(),
+                })
             }
             "Bias" => {
                 let b = p.bias_param.clone().unwrap_or_default();
-                K::Bias(Affine { axis: b.axis(), num_axes: b.num_axes(), bias_term: true })
+                K::Bias(Affine {
+                    axis: b.axis(),
+                    num_axes: b.num_axes(),
+                    bias_term: true,
+                })
             }
             "MVN" => {
-                let m = p.mvn_param.clone().unwrap_or_default();
-                K::Mvn { normalize_variance: m.normalize_variance(), across_channels: m.across_channels(), eps: m.eps() }
+                let m = p.mvn_param.unwrap_or_default();
+                K::Mvn {
+                    normalize_variance: m.normalize_variance(),
+                    across_channels: m.across_channels(),
+                    eps: m.eps(),
+                }
             }
             "Normalize" => {
                 let n = p.norm_param.clone().unwrap_or_default();
-                K::Normalize { across_spatial: n.across_spatial(), channel_shared: n.channel_shared(), eps: n.eps() }
+                K::Normalize {
+                    across_spatial: n.across_spatial(),
+                    channel_shared: n.channel_shared(),
+                    eps: n.eps(),
+                }
             }
             "Eltwise" => {
                 let e = p.eltwise_param.clone().unwrap_or_default();
@@ -385,8 +542,10 @@ impl LayerKind {
                 K::Eltwise { op, coeff: e.coeff }
             }
             "Concat" => {
-                let c = p.concat_param.clone().unwrap_or_default();
-                K::Concat { axis: c.concat_dim.map_or(c.axis(), |d| d as i32) }
+                let c = p.concat_param.unwrap_or_default();
+                K::Concat {
+                    axis: c.concat_dim.map_or(c.axis(), |d| d as i32),
+                }
             }
             "Slice" => {
                 let s = p.slice_param.clone().unwrap_or_default();
@@ -397,57 +556,100 @@ impl LayerKind {
             }
             "Split" => K::Split,
             "Flatten" => {
-                let f = p.flatten_param.clone().unwrap_or_default();
-                K::Flatten { axis: f.axis(), end_axis: f.end_axis() }
+                let f = p.flatten_param.unwrap_or_default();
+                K::Flatten {
+                    axis: f.axis(),
+                    end_axis: f.end_axis(),
+                }
             }
             "Reshape" => {
                 let r = p.reshape_param.clone().unwrap_or_default();
-                K::Reshape { axis: r.axis(), num_axes: r.num_axes(), dims: r.shape.map(|s| s.dim).unwrap_or_default() }
+                K::Reshape {
+                    axis: r.axis(),
+                    num_axes: r.num_axes(),
+                    dims: r.shape.map(|s| s.dim).unwrap_or_default(),
+                }
             }
             "Crop" => {
                 let c = p.crop_param.clone().unwrap_or_default();
-                K::Crop { axis: c.axis(), offsets: c.offset.iter().map(|&v| v as usize).collect() }
+                K::Crop {
+                    axis: c.axis(),
+                    offsets: c.offset.iter().map(|&v| v as usize).collect(),
+                }
             }
             "Tile" => {
-                let t = p.tile_param.clone().unwrap_or_default();
-                K::Tile { axis: t.axis(), tiles: usize::try_from(t.tiles()).unwrap_or(0) }
+                let t = p.tile_param.unwrap_or_default();
+                K::Tile {
+                    axis: t.axis(),
+                    tiles: usize::try_from(t.tiles()).unwrap_or(0),
+                }
             }
             "Reduction" => {
-                let r = p.reduction_param.clone().unwrap_or_default();
+                let r = p.reduction_param.unwrap_or_default();
                 let op = match r.operation() {
                     caffe::reduction_parameter::ReductionOp::Sum => ReductionOp::Sum,
                     caffe::reduction_parameter::ReductionOp::Asum => ReductionOp::Asum,
                     caffe::reduction_parameter::ReductionOp::Sumsq => ReductionOp::SumSq,
                     caffe::reduction_parameter::ReductionOp::Mean => ReductionOp::Mean,
                 };
-                K::Reduction { op, axis: r.axis(), coeff: r.coeff() }
+                K::Reduction {
+                    op,
+                    axis: r.axis(),
+                    coeff: r.coeff(),
+                }
             }
             "Permute" => K::Permute {
-                order: p.permute_param.as_ref().map(|q| q.order.iter().map(|&v| v as usize).collect()).unwrap_or_default(),
+                order: p
+                    .permute_param
+                    .as_ref()
+                    .map(|q| q.order.iter().map(|&v| v as usize).collect())
+                    .unwrap_or_default(),
             },
             "Reorg" => {
-                let r = p.reorg_param.clone().unwrap_or_default();
-                K::Reorg { stride: r.stride() as usize, reverse: r.reverse() }
+                let r = p.reorg_param.unwrap_or_default();
+                K::Reorg {
+                    stride: r.stride() as usize,
+                    reverse: r.reverse(),
+                }
             }
             "Axpy" => K::Axpy,
             "Filter" => K::Filter,
             "BatchReindex" => K::BatchReindex,
             "Silence" => K::Silence,
             "Parameter" => K::Parameter {
-                shape: p.parameter_param.as_ref().and_then(|q| q.shape.clone()).map(|s| s.dim).unwrap_or_default(),
+                shape: p
+                    .parameter_param
+                    .as_ref()
+                    .and_then(|q| q.shape.clone())
+                    .map(|s| s.dim)
+                    .unwrap_or_default(),
             },
-            "Softmax" => K::Softmax { axis: p.softmax_param.as_ref().map_or(1, |s| s.axis()) },
+            "Softmax" => K::Softmax {
+                axis: p.softmax_param.as_ref().map_or(1, |s| s.axis()),
+            },
             "ArgMax" => {
-                let a = p.argmax_param.clone().unwrap_or_default();
-                K::ArgMax { out_max_val: a.out_max_val(), top_k: a.top_k() as usize, axis: a.axis }
+                let a = p.argmax_param.unwrap_or_default();
+                K::ArgMax {
+                    out_max_val: a.out_max_val(),
+                    top_k: a.top_k() as usize,
+                    axis: a.axis,
+                }
             }
             "Accuracy" => {
-                let a = p.accuracy_param.clone().unwrap_or_default();
-                K::Accuracy { top_k: a.top_k() as usize, axis: a.axis(), ignore_label: a.ignore_label }
+                let a = p.accuracy_param.unwrap_or_default();
+                K::Accuracy {
+                    top_k: a.top_k() as usize,
+                    axis: a.axis(),
+                    ignore_label: a.ignore_label,
+                }
             }
             "PriorBox" => K::PriorBox(p.prior_box_param.clone().unwrap_or_default()),
-            "DetectionOutput" => K::DetectionOutput(p.detection_output_param.clone().unwrap_or_default()),
-            "DetectionEvaluate" => K::DetectionEvaluate(p.detection_evaluate_param.clone().unwrap_or_default()),
+            "DetectionOutput" => {
+                K::DetectionOutput(p.detection_output_param.clone().unwrap_or_default())
+            }
+            "DetectionEvaluate" => {
+                K::DetectionEvaluate(p.detection_evaluate_param.clone().unwrap_or_default())
+            }
             "EvalDetection" => K::EvalDetection(p.eval_detection_param.clone().unwrap_or_default()),
             "ROIPooling" => {
                 let r = p.roi_pooling_param.clone().unwrap_or_default();
@@ -456,10 +658,14 @@ impl LayerKind {
                     [h, w, ..] => (*h, *w),
                     [] => (r.pooled_h(), r.pooled_w()),
                 };
-                K::RoiPooling { pooled_h: h as usize, pooled_w: w as usize, spatial_scale: r.spatial_scale() }
+                K::RoiPooling {
+                    pooled_h: h as usize,
+                    pooled_w: w as usize,
+                    spatial_scale: r.spatial_scale(),
+                }
             }
             "PSROIPooling" => {
-                let r = p.psroi_pooling_param.clone().unwrap_or_default();
+                let r = p.psroi_pooling_param.unwrap_or_default();
                 K::PsRoiPooling {
                     spatial_scale: r.spatial_scale,
                     output_dim: usize::try_from(r.output_dim).unwrap_or(0),
@@ -467,13 +673,23 @@ impl LayerKind {
                 }
             }
             "RNN" | "LSTM" => K::Recurrent {
-                kind: if p.r#type() == "RNN" { RecurrentKind::Rnn } else { RecurrentKind::Lstm },
-                num_output: p.recurrent_param.as_ref().map_or(0, |r| r.num_output() as usize),
+                kind: if p.r#type() == "RNN" {
+                    RecurrentKind::Rnn
+                } else {
+                    RecurrentKind::Lstm
+                },
+                num_output: p
+                    .recurrent_param
+                    .as_ref()
+                    .map_or(0, |r| r.num_output() as usize),
             },
             "LSTMUnit" => K::LstmUnit,
             "Python" => {
                 let q = p.python_param.clone().unwrap_or_default();
-                K::Python { module: q.module().to_string(), layer: q.layer().to_string() }
+                K::Python {
+                    module: q.module().to_string(),
+                    layer: q.layer().to_string(),
+                }
             }
             "HDF5Output" => K::Hdf5Output,
             "BoxAnnotatorOHEM" => K::BoxAnnotatorOhem,
@@ -488,19 +704,37 @@ impl LayerKind {
         use LayerKind as K;
         match self {
             K::Input { .. } | K::Data { .. } | K::Parameter { .. } => Category::Data,
-            K::Convolution(_) | K::Deconvolution(_) | K::Im2col(_) | K::InnerProduct(_) | K::Embed { .. } => Category::Layer,
+            K::Convolution(_)
+            | K::Deconvolution(_)
+            | K::Im2col(_)
+            | K::InnerProduct(_)
+            | K::Embed { .. } => Category::Layer,
             K::Recurrent { .. } | K::LstmUnit => Category::Layer,
             K::Activation(_) | K::PReLU { .. } | K::Identity(_) => Category::Activation,
-            K::Pooling(_) | K::Spp { .. } | K::RoiPooling { .. } | K::PsRoiPooling { .. } => Category::Pool,
-            K::Lrn(_) | K::BatchNorm(_) | K::Scale(_) | K::Bias(_) | K::Mvn { .. } | K::Normalize { .. } => {
-                Category::Normalization
+            K::Pooling(_) | K::Spp { .. } | K::RoiPooling { .. } | K::PsRoiPooling { .. } => {
+                Category::Pool
             }
-            K::Eltwise { .. } | K::Concat { .. } | K::Slice { .. } | K::Split | K::Flatten { .. } | K::Reshape { .. } => {
-                Category::Tensor
-            }
-            K::Crop { .. } | K::Tile { .. } | K::Reduction { .. } | K::Permute { .. } | K::Reorg { .. } => Category::Tensor,
+            K::Lrn(_)
+            | K::BatchNorm(_)
+            | K::Scale(_)
+            | K::Bias(_)
+            | K::Mvn { .. }
+            | K::Normalize { .. } => Category::Normalization,
+            K::Eltwise { .. }
+            | K::Concat { .. }
+            | K::Slice { .. }
+            | K::Split
+            | K::Flatten { .. }
+            | K::Reshape { .. } => Category::Tensor,
+            K::Crop { .. }
+            | K::Tile { .. }
+            | K::Reduction { .. }
+            | K::Permute { .. }
+            | K::Reorg { .. } => Category::Tensor,
             K::Axpy | K::Filter | K::BatchReindex | K::Silence | K::PriorBox(_) => Category::Tensor,
-            K::Softmax { .. } | K::ArgMax { .. } | K::Accuracy { .. } | K::DetectionOutput(_) => Category::Output,
+            K::Softmax { .. } | K::ArgMax { .. } | K::Accuracy { .. } | K::DetectionOutput(_) => {
+                Category::Output
+            }
             K::DetectionEvaluate(_) | K::EvalDetection(_) | K::Hdf5Output => Category::Output,
             K::Loss(_) | K::BoxAnnotatorOhem => Category::Loss,
             K::Python { .. } | K::Unsupported(_) => Category::Unknown,

@@ -50,27 +50,56 @@ impl Prototxt {
 
     /// Decodes prototxt bytes; `path` names the file in messages.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self, ModelError> {
-        let not_text = |reason: String| ModelError::NotText { path: path.to_path_buf(), reason };
+        let not_text = |reason: String| ModelError::NotText {
+            path: path.to_path_buf(),
+            reason,
+        };
         if let Some(at) = bytes.iter().position(|&b| b == 0) {
-            return Err(not_text(format!("it contains a NUL byte at offset {at} (a binary file? caffemodels go in the weights field)")));
+            return Err(not_text(format!(
+                "it contains a NUL byte at offset {at} (a binary file? caffemodels go in the weights field)"
+            )));
         }
-        let text = String::from_utf8(bytes).map_err(|e| not_text(format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            not_text(format!(
+                "invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         Self::from_text(text, path)
     }
 
     pub fn from_text(text: String, path: &Path) -> Result<Self, ModelError> {
         let syntax = |offset: usize, message: String| {
             let (line, col) = prototxt::line_col(&text, offset);
-            ModelError::Syntax { path: path.to_path_buf(), line, col, message }
+            ModelError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message,
+            }
         };
         let tree = prototxt::parser::parse(&text).map_err(|e| syntax(e.offset, e.message))?;
-        let param = prototxt::decode::net_parameter(&tree).map_err(|e| syntax(e.offset, e.message))?;
-        let format = if param.layers.is_empty() { Format::V2 } else { Format::V1 };
+        let param =
+            prototxt::decode::net_parameter(&tree).map_err(|e| syntax(e.offset, e.message))?;
+        let format = if param.layers.is_empty() {
+            Format::V2
+        } else {
+            Format::V1
+        };
         if !param.layer.is_empty() && !param.layers.is_empty() {
             let at = tree.first("layers").map_or(0, |f| f.span.start);
-            return Err(syntax(at, "the file mixes V2 'layer' and V1 'layers' lists; Caffe reads only one".into()));
+            return Err(syntax(
+                at,
+                "the file mixes V2 'layer' and V1 'layers' lists; Caffe reads only one".into(),
+            ));
         }
-        Ok(Self { path: path.to_path_buf(), text, tree, param, format })
+        Ok(Self {
+            path: path.to_path_buf(),
+            text,
+            tree,
+            param,
+            format,
+        })
     }
 
     /// The spans of the file's layer blocks, in order (`layer` or `layers`).
@@ -79,7 +108,11 @@ impl Prototxt {
             Format::V2 => "layer",
             Format::V1 => "layers",
         };
-        self.tree.all(name).filter(|f| matches!(f.value, FieldValue::Message(_))).map(|f| f.span).collect()
+        self.tree
+            .all(name)
+            .filter(|f| matches!(f.value, FieldValue::Message(_)))
+            .map(|f| f.span)
+            .collect()
     }
 
     /// "file:line:col" of a byte offset.
@@ -94,7 +127,11 @@ impl Prototxt {
         let mut param = self.param.clone();
         let has_input = !param.input.is_empty();
         upgrade::upgrade(&mut param);
-        let mut locations: Vec<String> = self.layer_spans().iter().map(|s| self.location(s.start)).collect();
+        let mut locations: Vec<String> = self
+            .layer_spans()
+            .iter()
+            .map(|s| self.location(s.start))
+            .collect();
         if has_input {
             let at = self.tree.first("input").map_or(0, |f| f.span.start);
             locations.insert(0, self.location(at));
@@ -117,7 +154,11 @@ pub type DataTops<'a> = &'a dyn Fn(&Layer, &Path) -> Result<Vec<Shape>, String>;
 impl Model {
     /// Reads the prototxt, builds the TEST net, infers shapes (data layers through `data_tops`) and binds
     /// the weights if a caffemodel is given.
-    pub fn load(model: &Path, weights: Option<&Path>, data_tops: DataTops) -> Result<Self, ModelError> {
+    pub fn load(
+        model: &Path,
+        weights: Option<&Path>,
+        data_tops: DataTops,
+    ) -> Result<Self, ModelError> {
         let prototxt = Prototxt::read(model)?;
         let (param, locations) = prototxt.upgraded();
         let mut net = Net::build(&param, &locations, &model.display().to_string())?;
@@ -127,6 +168,10 @@ impl Model {
             let weights = caffemodel::read(w)?;
             net.bind_weights(&weights)?;
         }
-        Ok(Self { prototxt, net, weights: weights.map(Path::to_path_buf) })
+        Ok(Self {
+            prototxt,
+            net,
+            weights: weights.map(Path::to_path_buf),
+        })
     }
 }

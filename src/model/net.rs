@@ -43,7 +43,12 @@ impl Layer {
     }
 
     fn error(&self, message: impl Into<String>) -> ModelError {
-        ModelError::Layer { at: self.location.clone(), layer: self.name.clone(), kind: self.type_name.clone(), message: message.into() }
+        ModelError::Layer {
+            at: self.location.clone(),
+            layer: self.name.clone(),
+            kind: self.type_name.clone(),
+            message: message.into(),
+        }
     }
 }
 
@@ -80,10 +85,13 @@ fn meets(state: &NetState, rule: &NetStateRule) -> bool {
     if rule.phase.is_some() && rule.phase() != state.phase() {
         return false;
     }
-    if rule.min_level.is_some_and(|m| state.level() < m) || rule.max_level.is_some_and(|m| state.level() > m) {
+    if rule.min_level.is_some_and(|m| state.level() < m)
+        || rule.max_level.is_some_and(|m| state.level() > m)
+    {
         return false;
     }
-    rule.stage.iter().all(|s| state.stage.contains(s)) && !rule.not_stage.iter().any(|s| state.stage.contains(s))
+    rule.stage.iter().all(|s| state.stage.contains(s))
+        && !rule.not_stage.iter().any(|s| state.stage.contains(s))
 }
 
 /// Whether a layer is part of the net in this state (Caffe's `FilterNet`).
@@ -100,21 +108,42 @@ pub fn included(layer: &LayerParameter, state: &NetState) -> Result<bool, String
 impl Net {
     /// Builds the TEST-phase net from an upgraded `NetParameter` (V2 layers only). `locations[i]` is the
     /// "file:line:col" of file layer `i`.
-    pub fn build(param: &caffe::NetParameter, locations: &[String], file: &str) -> Result<Net, ModelError> {
+    pub fn build(
+        param: &caffe::NetParameter,
+        locations: &[String],
+        file: &str,
+    ) -> Result<Net, ModelError> {
         let state = test_state(param);
-        let mut net = Net { name: param.name().to_string(), ..Default::default() };
+        let mut net = Net {
+            name: param.name().to_string(),
+            ..Default::default()
+        };
         let mut current: HashMap<String, ValueId> = HashMap::new();
-        let loc = |i: usize| locations.get(i).cloned().unwrap_or_else(|| file.to_string());
+        let loc = |i: usize| {
+            locations
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| file.to_string())
+        };
         let active: Vec<(usize, &LayerParameter)> = param
             .layer
             .iter()
             .enumerate()
             .map(|(i, l)| included(l, &state).map(|inc| (i, l, inc)))
             .collect::<Result<Vec<_>, String>>()
-            .map_err(|m| ModelError::Net { at: file.to_string(), message: m })?
+            .map_err(|m| ModelError::Net {
+                at: file.to_string(),
+                message: m,
+            })?
             .into_iter()
             .filter_map(|(i, l, inc)| inc.then_some((i, l)))
             .collect();
+        if active.is_empty() {
+            return Err(ModelError::Net {
+                at: file.to_string(),
+                message: "the net has no layers in the TEST phase".into(),
+            });
+        }
         for &(file_index, p) in &active {
             let id = net.layers.len();
             let mut layer = Layer {
@@ -123,7 +152,10 @@ impl Net {
                 kind: LayerKind::from_proto(p),
                 bottoms: Vec::new(),
                 tops: Vec::new(),
-                proto: LayerParameter { blobs: Vec::new(), ..p.clone() },
+                proto: LayerParameter {
+                    blobs: Vec::new(),
+                    ..p.clone()
+                },
                 file_index,
                 location: loc(file_index),
                 blobs: Vec::new(),
@@ -132,7 +164,8 @@ impl Net {
                 return Err(layer.error("has no name"));
             }
             if net.layers.iter().any(|l| l.name == layer.name) {
-                return Err(layer.error("the name is used by an earlier layer; Caffe binds weights by name"));
+                return Err(layer
+                    .error("the name is used by an earlier layer; Caffe binds weights by name"));
             }
             for b in &p.bottom {
                 let Some(&v) = current.get(b) else {
@@ -147,7 +180,13 @@ impl Net {
                     return Err(layer.error(format!("top '{t}' is already produced by an earlier layer (Caffe: produced by multiple sources)")));
                 }
                 let v = net.values.len();
-                net.values.push(Value { name: t.clone(), producer: id, consumers: Vec::new(), shape: None, dynamic: false });
+                net.values.push(Value {
+                    name: t.clone(),
+                    producer: id,
+                    consumers: Vec::new(),
+                    shape: None,
+                    dynamic: false,
+                });
                 current.insert(t.clone(), v);
                 layer.tops.push(v);
             }
@@ -160,7 +199,10 @@ impl Net {
                 ));
             }
             if let LayerKind::Unsupported(t) = &layer.kind {
-                net.warnings.push(format!("{}: layer '{}' has type '{t}', which int8cal cannot run", layer.location, layer.name));
+                net.warnings.push(format!(
+                    "{}: layer '{}' has type '{t}', which int8cal cannot run",
+                    layer.location, layer.name
+                ));
             }
             net.layers.push(layer);
         }
@@ -179,37 +221,69 @@ impl Net {
     /// Number of images per batch: the first dimension of the first data layer's first top.
     pub fn batch_size(&self) -> Option<usize> {
         let l = self.layers.iter().find(|l| l.kind.is_data())?;
-        self.values[*l.tops.first()?].shape.as_ref()?.first().copied()
+        self.values[*l.tops.first()?]
+            .shape
+            .as_ref()?
+            .first()
+            .copied()
     }
 
     /// Infers every top shape in order. `data_tops` gives the tops of data layers (reading their source);
     /// when it fails, the failure is a warning and the shapes that depend on it stay unknown.
-    pub fn infer_shapes(&mut self, data_tops: &dyn Fn(&Layer) -> Result<Vec<Shape>, String>) -> Result<(), ModelError> {
+    pub fn infer_shapes(
+        &mut self,
+        data_tops: &dyn Fn(&Layer) -> Result<Vec<Shape>, String>,
+    ) -> Result<(), ModelError> {
         for id in 0..self.layers.len() {
             let layer = &self.layers[id];
-            let bottoms: Option<Vec<&[usize]>> =
-                layer.bottoms.iter().map(|&b| self.values[b].shape.as_deref()).collect();
+            let bottoms: Option<Vec<&[usize]>> = layer
+                .bottoms
+                .iter()
+                .map(|&b| self.values[b].shape.as_deref())
+                .collect();
             let result = match (&layer.kind, bottoms) {
                 (LayerKind::Input { shapes }, _) => input_shapes(shapes, layer.tops.len()),
                 (LayerKind::Data { .. }, _) => match data_tops(layer) {
                     Ok(s) => Ok(s),
                     Err(e) => {
-                        let w = format!("{}: layer '{}': {e}; shapes that depend on it are unknown", layer.location, layer.name);
+                        let w = format!(
+                            "{}: layer '{}': {e}; shapes that depend on it are unknown",
+                            layer.location, layer.name
+                        );
                         self.warnings.push(w);
                         continue;
                     }
                 },
-                (LayerKind::Python { .. } | LayerKind::Unsupported(_) | LayerKind::EvalDetection(_), _) | (_, None) => {
+                (
+                    LayerKind::Python { .. }
+                    | LayerKind::Unsupported(_)
+                    | LayerKind::EvalDetection(_),
+                    _,
+                )
+                | (_, None) => {
                     continue;
                 }
                 (kind, Some(b)) => shape::infer(kind, &b, layer.tops.len()),
             };
             let shapes = result.map_err(|m| layer.error(m))?;
             if shapes.len() < layer.tops.len() {
-                return Err(layer.error(format!("declares {} tops, but produces {}", layer.tops.len(), shapes.len())));
+                return Err(layer.error(format!(
+                    "declares {} tops, but produces {}",
+                    layer.tops.len(),
+                    shapes.len()
+                )));
             }
-            let dynamic = matches!(layer.kind, LayerKind::DetectionOutput(_) | LayerKind::DetectionEvaluate(_));
-            let annotated = matches!(&layer.kind, LayerKind::Data { source: super::layer::DataSource::Annotated(..), .. });
+            let dynamic = matches!(
+                layer.kind,
+                LayerKind::DetectionOutput(_) | LayerKind::DetectionEvaluate(_)
+            );
+            let annotated = matches!(
+                &layer.kind,
+                LayerKind::Data {
+                    source: super::layer::DataSource::Annotated(..),
+                    ..
+                }
+            );
             let tops = layer.tops.clone();
             for (i, (&t, s)) in tops.iter().zip(shapes).enumerate() {
                 self.values[t].shape = Some(s);
@@ -223,39 +297,70 @@ impl Net {
     /// blob's shape (a legacy 4-D blob fits a shape padded with leading ones).
     pub fn bind_weights(&mut self, weights: &Weights) -> Result<(), ModelError> {
         let path = weights.path.clone();
-        let err = |layer: &str, message: String| ModelError::Weights { path: path.clone(), layer: layer.to_string(), message };
+        let err = |layer: &str, message: String| ModelError::Weights {
+            path: path.clone(),
+            layer: layer.to_string(),
+            message,
+        };
         for id in 0..self.layers.len() {
-            let expected = self.expected_blobs(id).map_err(|m| err(&self.layers[id].name, m))?;
+            let expected = self
+                .expected_blobs(id)
+                .map_err(|m| err(&self.layers[id].name, m))?;
             let layer = &self.layers[id];
             let Some(expected) = expected else {
                 // No rule for this layer: take whatever the file holds.
-                let blobs = weights.get(&layer.name).map(|w| w.blobs.clone()).unwrap_or_default();
+                let blobs = weights
+                    .get(&layer.name)
+                    .map(|w| w.blobs.clone())
+                    .unwrap_or_default();
                 self.layers[id].blobs = blobs;
                 continue;
             };
             let found = weights.get(&layer.name);
-            let (required, optional) = (&expected.0, &expected.1);
+            let (required, optional) = (&expected.required, &expected.optional);
             if required.is_empty() && found.is_none_or(|w| w.blobs.is_empty()) {
                 continue;
             }
             let Some(found) = found else {
-                let names: Vec<&str> = weights.layers.iter().take(6).map(|l| l.name.as_str()).collect();
+                let names: Vec<&str> = weights
+                    .layers
+                    .iter()
+                    .take(6)
+                    .map(|l| l.name.as_str())
+                    .collect();
                 return Err(err(
                     &layer.name,
-                    format!("has no weights in this caffemodel (is it the model's own? its first layers are {names:?})"),
+                    format!(
+                        "has no weights in this caffemodel (is it the model's own? its first layers are {names:?})"
+                    ),
                 ));
             };
             let n = found.blobs.len();
             if n < required.len() || n > required.len() + optional.len() {
-                let want = if optional.is_empty() { required.len().to_string() } else { format!("{} or {}", required.len(), required.len() + optional.len()) };
-                return Err(err(&layer.name, format!("the caffemodel holds {n} blobs, the layer expects {want}")));
+                let want = if optional.is_empty() {
+                    required.len().to_string()
+                } else {
+                    format!("{} or {}", required.len(), required.len() + optional.len())
+                };
+                return Err(err(
+                    &layer.name,
+                    format!("the caffemodel holds {n} blobs, the layer expects {want}"),
+                ));
             }
             let mut bound = Vec::with_capacity(n);
-            for (i, (b, want)) in found.blobs.iter().zip(required.iter().chain(optional.iter())).enumerate() {
+            for (i, (b, want)) in found
+                .blobs
+                .iter()
+                .zip(required.iter().chain(optional.iter()))
+                .enumerate()
+            {
                 if !blob::shape_fits(b, want) {
                     return Err(err(
                         &layer.name,
-                        format!("blob {i} has shape {:?} in the caffemodel, the net expects {want:?}", b.shape()),
+                        format!(
+                            "blob {i} has shape {:?} in the caffemodel, the net expects {want:?}",
+                            b.shape()
+                        ),
                     ));
                 }
                 bound.push(blob::reshaped(b.clone(), want).map_err(|m| err(&layer.name, m))?);
@@ -267,19 +372,31 @@ impl Net {
 
     /// The blob shapes a layer expects: (required, optional extra), or None when this tool has no rule
     /// (the blobs of the file are taken as they are). Needs the bottom shapes.
-    pub fn expected_blobs(&self, id: LayerId) -> Result<Option<(Vec<Shape>, Vec<Shape>)>, String> {
+    pub fn expected_blobs(&self, id: LayerId) -> Result<Option<ExpectedBlobs>, String> {
         let layer = &self.layers[id];
-        let bottom = |i: usize| layer.bottoms.get(i).and_then(|&b| self.values[b].shape.clone());
+        let bottom = |i: usize| {
+            layer
+                .bottoms
+                .get(i)
+                .and_then(|&b| self.values[b].shape.clone())
+        };
         let Some(b) = bottom(0).or_else(|| layer.bottoms.is_empty().then(Vec::new)) else {
             return Ok(None);
         };
-        let with_bias = |w: Shape, bias: bool, n: usize| if bias { vec![w, vec![n]] } else { vec![w] };
-        let channels = |axis: i32| -> Result<usize, String> { Ok(b[canonical_axis(axis, b.len())?]) };
+        let with_bias =
+            |w: Shape, bias: bool, n: usize| if bias { vec![w, vec![n]] } else { vec![w] };
+        let channels =
+            |axis: i32| -> Result<usize, String> { Ok(b[canonical_axis(axis, b.len())?]) };
         let k = |kernel: &super::layer::SpatialSpec, axis: i32| -> Result<Vec<usize>, String> {
             let n = b.len() - canonical_axis(axis, b.len())? - 1;
             kernel.resolve(n, None, "kernel_size")
         };
-        let req = |v: Vec<Shape>| Ok(Some((v, vec![])));
+        let req = |required: Vec<Shape>| {
+            Ok(Some(ExpectedBlobs {
+                required,
+                optional: vec![],
+            }))
+        };
         match &layer.kind {
             LayerKind::Convolution(c) => {
                 let mut w = vec![c.num_output, channels(c.axis)? / c.group.max(1)];
@@ -293,15 +410,31 @@ impl Net {
             }
             LayerKind::InnerProduct(ip) => {
                 let inner: usize = b[canonical_axis(ip.axis, b.len())?..].iter().product();
-                let w = if ip.transpose { vec![inner, ip.num_output] } else { vec![ip.num_output, inner] };
+                let w = if ip.transpose {
+                    vec![inner, ip.num_output]
+                } else {
+                    vec![ip.num_output, inner]
+                };
                 req(with_bias(w, ip.bias_term, ip.num_output))
             }
-            LayerKind::Embed { num_output, input_dim, bias_term } => {
-                req(with_bias(vec![*input_dim, *num_output], *bias_term, *num_output))
-            }
+            LayerKind::Embed {
+                num_output,
+                input_dim,
+                bias_term,
+            } => req(with_bias(
+                vec![*input_dim, *num_output],
+                *bias_term,
+                *num_output,
+            )),
             LayerKind::BatchNorm(_) => {
-                let c = *b.get(1).ok_or("BatchNorm needs an input with a channel axis")?;
-                Ok(Some((vec![vec![c], vec![c], vec![1]], vec![vec![c], vec![c]])))
+                let c = *b
+                    .get(1)
+                    .ok_or("BatchNorm needs an input with a channel axis")?;
+                // Intel's compiler may append Scale's gamma and beta (caffe-format §6.1 item 5).
+                Ok(Some(ExpectedBlobs {
+                    required: vec![vec![c], vec![c], vec![1]],
+                    optional: vec![vec![c], vec![c]],
+                }))
             }
             LayerKind::Scale(a) => {
                 let param = affine_shape(a, &b, bottom(1).as_deref())?;
@@ -321,14 +454,27 @@ impl Net {
                 req(vec![affine_shape(a, &b, None)?])
             }
             LayerKind::PReLU { channel_shared } | LayerKind::Normalize { channel_shared, .. } => {
-                let c = if *channel_shared { 1 } else { *b.get(1).ok_or("needs a channel axis")? };
+                let c = if *channel_shared {
+                    1
+                } else {
+                    *b.get(1).ok_or("needs a channel axis")?
+                };
                 req(vec![vec![c]])
             }
             LayerKind::Parameter { shape } => req(vec![shape::declared(shape)?]),
-            LayerKind::Recurrent { .. } | LayerKind::Python { .. } | LayerKind::Unsupported(_) => Ok(None),
+            LayerKind::Recurrent { .. } | LayerKind::Python { .. } | LayerKind::Unsupported(_) => {
+                Ok(None)
+            }
             _ => req(vec![]),
         }
     }
+}
+
+/// The weight blobs a layer expects, in order: those it must have and those it may have after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedBlobs {
+    pub required: Vec<Shape>,
+    pub optional: Vec<Shape>,
 }
 
 /// The shape of Scale's gamma (or Bias's bias): the bottom's axes `[axis, axis + num_axes)`.
@@ -337,8 +483,17 @@ fn affine_shape(a: &Affine, b: &[usize], second: Option<&[usize]>) -> Result<Sha
         return Ok(s.to_vec());
     }
     let start = canonical_axis(a.axis, b.len().max(1))?;
-    let end = if a.num_axes < 0 { b.len() } else { start + a.num_axes as usize };
-    b.get(start..end).map(<[usize]>::to_vec).ok_or_else(|| format!("axis {} with num_axes {} exceeds input {b:?}", a.axis, a.num_axes))
+    let end = if a.num_axes < 0 {
+        b.len()
+    } else {
+        start + a.num_axes as usize
+    };
+    b.get(start..end).map(<[usize]>::to_vec).ok_or_else(|| {
+        format!(
+            "axis {} with num_axes {} exceeds input {b:?}",
+            a.axis, a.num_axes
+        )
+    })
 }
 
 fn input_shapes(shapes: &[Vec<i64>], n_tops: usize) -> Result<Vec<Shape>, String> {
@@ -359,27 +514,49 @@ fn missing_bottom(
     active: &[(usize, &LayerParameter)],
     state: &NetState,
 ) -> String {
-    let later: Vec<&LayerParameter> = active.iter().map(|(_, l)| *l).filter(|l| l.top.iter().any(|t| t == blob)).collect();
+    let later: Vec<&LayerParameter> = active
+        .iter()
+        .map(|(_, l)| *l)
+        .filter(|l| l.top.iter().any(|t| t == blob))
+        .collect();
     if let Some(producer) = later.first() {
         if let Some(path) = cycle_through(layer, active) {
             return format!("bottom '{blob}' closes a cycle: {}", path.join(" -> "));
         }
-        return format!("bottom '{blob}' is produced only by the later layer '{}'; Caffe needs layers in order", producer.name());
+        return format!(
+            "bottom '{blob}' is produced only by the later layer '{}'; Caffe needs layers in order",
+            producer.name()
+        );
     }
     if let Some(other) = all.iter().find(|l| l.top.iter().any(|t| t == blob)) {
-        let phase = if state.phase() == Phase::Test { "TEST" } else { "TRAIN" };
-        return format!("bottom '{blob}' is produced only by layer '{}', which is not in the {phase} phase", other.name());
+        let phase = if state.phase() == Phase::Test {
+            "TEST"
+        } else {
+            "TRAIN"
+        };
+        return format!(
+            "bottom '{blob}' is produced only by layer '{}', which is not in the {phase} phase",
+            other.name()
+        );
     }
     format!("bottom '{blob}' is not produced by any layer")
 }
 
 /// A cycle of layers through `start` (following bottoms to producers by name), as layer names.
-fn cycle_through(start: &LayerParameter, active: &[(usize, &LayerParameter)]) -> Option<Vec<String>> {
+fn cycle_through(
+    start: &LayerParameter,
+    active: &[(usize, &LayerParameter)],
+) -> Option<Vec<String>> {
     let producers = |blob: &str| -> Vec<&LayerParameter> {
-        active.iter().map(|(_, l)| *l).filter(|l| l.top.iter().any(|t| t == blob) && !l.bottom.iter().any(|b| b == blob)).collect()
+        active
+            .iter()
+            .map(|(_, l)| *l)
+            .filter(|l| l.top.iter().any(|t| t == blob) && !l.bottom.iter().any(|b| b == blob))
+            .collect()
     };
     // Depth-first search over "depends on" edges, with an explicit stack (no recursion on user data).
-    let mut stack: Vec<(Vec<String>, &LayerParameter)> = vec![(vec![start.name().to_string()], start)];
+    let mut stack: Vec<(Vec<String>, &LayerParameter)> =
+        vec![(vec![start.name().to_string()], start)];
     let mut seen = std::collections::HashSet::new();
     while let Some((path, l)) = stack.pop() {
         for b in &l.bottom {

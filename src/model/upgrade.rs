@@ -114,7 +114,9 @@ fn input_layer(net: &NetParameter) -> Option<LayerParameter> {
     } else {
         net.input_dim
             .chunks(4)
-            .map(|dims| BlobShape { dim: dims.iter().map(|&d| i64::from(d)).collect() })
+            .map(|dims| BlobShape {
+                dim: dims.iter().map(|&d| i64::from(d)).collect(),
+            })
             .collect()
     };
     Some(LayerParameter {
@@ -137,36 +139,36 @@ pub fn upgrade_v1_layer(v1: &V1LayerParameter) -> LayerParameter {
         exclude: v1.exclude.clone(),
         blobs: v1.blobs.clone(),
         loss_weight: v1.loss_weight.clone(),
-        accuracy_param: v1.accuracy_param.clone(),
-        argmax_param: v1.argmax_param.clone(),
-        concat_param: v1.concat_param.clone(),
-        contrastive_loss_param: v1.contrastive_loss_param.clone(),
+        accuracy_param: v1.accuracy_param,
+        argmax_param: v1.argmax_param,
+        concat_param: v1.concat_param,
+        contrastive_loss_param: v1.contrastive_loss_param,
         convolution_param: v1.convolution_param.clone(),
         data_param: v1.data_param.clone(),
-        dropout_param: v1.dropout_param.clone(),
+        dropout_param: v1.dropout_param,
         dummy_data_param: v1.dummy_data_param.clone(),
         eltwise_param: v1.eltwise_param.clone(),
-        exp_param: v1.exp_param.clone(),
+        exp_param: v1.exp_param,
         hdf5_data_param: v1.hdf5_data_param.clone(),
         hdf5_output_param: v1.hdf5_output_param.clone(),
-        hinge_loss_param: v1.hinge_loss_param.clone(),
+        hinge_loss_param: v1.hinge_loss_param,
         image_data_param: v1.image_data_param.clone(),
         infogain_loss_param: v1.infogain_loss_param.clone(),
         inner_product_param: v1.inner_product_param.clone(),
-        lrn_param: v1.lrn_param.clone(),
-        memory_data_param: v1.memory_data_param.clone(),
-        mvn_param: v1.mvn_param.clone(),
+        lrn_param: v1.lrn_param,
+        memory_data_param: v1.memory_data_param,
+        mvn_param: v1.mvn_param,
         pooling_param: v1.pooling_param.clone(),
-        power_param: v1.power_param.clone(),
-        relu_param: v1.relu_param.clone(),
-        sigmoid_param: v1.sigmoid_param.clone(),
-        softmax_param: v1.softmax_param.clone(),
+        power_param: v1.power_param,
+        relu_param: v1.relu_param,
+        sigmoid_param: v1.sigmoid_param,
+        softmax_param: v1.softmax_param,
         slice_param: v1.slice_param.clone(),
-        tanh_param: v1.tanh_param.clone(),
-        threshold_param: v1.threshold_param.clone(),
+        tanh_param: v1.tanh_param,
+        threshold_param: v1.threshold_param,
         window_data_param: v1.window_data_param.clone(),
         transform_param: v1.transform_param.clone(),
-        loss_param: v1.loss_param.clone(),
+        loss_param: v1.loss_param,
         ..Default::default()
     };
     l.param = param_specs(v1);
@@ -178,7 +180,12 @@ pub fn upgrade_v1_layer(v1: &V1LayerParameter) -> LayerParameter {
 
 /// `param` names, `blob_share_mode`, `blobs_lr` and `weight_decay` become one `ParamSpec` per blob.
 fn param_specs(v1: &V1LayerParameter) -> Vec<ParamSpec> {
-    let n = v1.param.len().max(v1.blob_share_mode.len()).max(v1.blobs_lr.len()).max(v1.weight_decay.len());
+    let n = v1
+        .param
+        .len()
+        .max(v1.blob_share_mode.len())
+        .max(v1.blobs_lr.len())
+        .max(v1.weight_decay.len());
     (0..n)
         .map(|i| ParamSpec {
             name: v1.param.get(i).cloned(),
@@ -235,7 +242,11 @@ fn upgrade_v0_into(v0: &caffe::V0LayerParameter, l: &mut LayerParameter) {
                 ..Default::default()
             })
         }
-        "Dropout" => l.dropout_param = Some(caffe::DropoutParameter { dropout_ratio: v0.dropout_ratio }),
+        "Dropout" => {
+            l.dropout_param = Some(caffe::DropoutParameter {
+                dropout_ratio: v0.dropout_ratio,
+            })
+        }
         "Data" => {
             l.data_param = Some(caffe::DataParameter {
                 source: v0.source.clone(),
@@ -276,7 +287,10 @@ mod tests {
         upgrade(&mut net);
         assert_eq!(net.layer.len(), 2);
         assert_eq!(net.layer[0].r#type(), "Input");
-        assert_eq!(net.layer[0].input_param.as_ref().unwrap().shape[0].dim, vec![1, 3, 8, 8]);
+        assert_eq!(
+            net.layer[0].input_param.as_ref().unwrap().shape[0].dim,
+            vec![1, 3, 8, 8]
+        );
         assert_eq!(net.layer[1].r#type(), "Convolution");
         assert_eq!(net.layer[1].param[1].lr_mult, Some(2.0));
         assert!(net.layers.is_empty());

@@ -5,7 +5,9 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value,
+};
 
 use super::lexer::TokenKind;
 use super::parser::{FieldValue, Message, Scalar};
@@ -42,7 +44,10 @@ pub fn net_parameter(root: &Message) -> Result<caffe::NetParameter, DecodeError>
     let dynamic = decode_message(root, &message_descriptor("NetParameter"), None)?;
     dynamic
         .transcode_to::<caffe::NetParameter>()
-        .map_err(|e| DecodeError { offset: 0, message: format!("internal transcoding error: {e}") })
+        .map_err(|e| DecodeError {
+            offset: 0,
+            message: format!("internal transcoding error: {e}"),
+        })
 }
 
 /// Decodes a message body against a descriptor. `layer` names the enclosing layer for messages.
@@ -56,7 +61,12 @@ pub fn decode_message(
         let Some(fd) = desc.get_field_by_name(&field.name) else {
             return Err(DecodeError {
                 offset: field.name_span.start,
-                message: format!("unknown field '{}' in {}{}", field.name, desc.name(), in_layer(layer)),
+                message: format!(
+                    "unknown field '{}' in {}{}",
+                    field.name,
+                    desc.name(),
+                    in_layer(layer)
+                ),
             });
         };
         // Entering a layer: its name becomes the context of everything inside.
@@ -70,7 +80,12 @@ pub fn decode_message(
                 if !fd.is_list() {
                     return Err(DecodeError {
                         offset: field.name_span.start,
-                        message: format!("field '{}' of {}{} is not repeated", field.name, desc.name(), in_layer(ctx)),
+                        message: format!(
+                            "field '{}' of {}{} is not repeated",
+                            field.name,
+                            desc.name(),
+                            in_layer(ctx)
+                        ),
                     });
                 }
                 items.iter().collect()
@@ -112,15 +127,28 @@ fn layer_name(m: &Message) -> String {
 }
 
 fn in_layer(layer: Option<&str>) -> String {
-    layer.map(|l| format!(" of layer '{l}'")).unwrap_or_default()
+    layer
+        .map(|l| format!(" of layer '{l}'"))
+        .unwrap_or_default()
 }
 
-fn decode_value(item: &FieldValue, fd: &FieldDescriptor, layer: Option<&str>) -> Result<Value, DecodeError> {
+fn decode_value(
+    item: &FieldValue,
+    fd: &FieldDescriptor,
+    layer: Option<&str>,
+) -> Result<Value, DecodeError> {
     match (fd.kind(), item) {
-        (Kind::Message(md), FieldValue::Message(m)) => Ok(Value::Message(decode_message(m, &md, layer)?)),
+        (Kind::Message(md), FieldValue::Message(m)) => {
+            Ok(Value::Message(decode_message(m, &md, layer)?))
+        }
         (Kind::Message(md), FieldValue::Scalar(s)) => Err(DecodeError {
             offset: s.span.start,
-            message: format!("field '{}'{} is a message ({}): expected '{{'", fd.name(), in_layer(layer), md.name()),
+            message: format!(
+                "field '{}'{} is a message ({}): expected '{{'",
+                fd.name(),
+                in_layer(layer),
+                md.name()
+            ),
         }),
         (_, FieldValue::Scalar(s)) => scalar_value(s, fd).map_err(|message| DecodeError {
             offset: s.span.start,
@@ -128,11 +156,16 @@ fn decode_value(item: &FieldValue, fd: &FieldDescriptor, layer: Option<&str>) ->
         }),
         (_, FieldValue::Message(m)) => Err(DecodeError {
             offset: m.open.start,
-            message: format!("field '{}'{} takes a value, not a block", fd.name(), in_layer(layer)),
+            message: format!(
+                "field '{}'{} takes a value, not a block",
+                fd.name(),
+                in_layer(layer)
+            ),
         }),
-        (_, FieldValue::List(_)) => {
-            Err(DecodeError { offset: 0, message: format!("nested list in field '{}'", fd.name()) })
-        }
+        (_, FieldValue::List(_)) => Err(DecodeError {
+            offset: 0,
+            message: format!("nested list in field '{}'", fd.name()),
+        }),
     }
 }
 
@@ -144,24 +177,37 @@ fn scalar_value(s: &Scalar, fd: &FieldDescriptor) -> Result<Value, String> {
         Kind::String if is_str => Ok(Value::String(s.text.clone())),
         Kind::Bytes if is_str => Ok(Value::Bytes(s.text.clone().into_bytes().into())),
         Kind::String | Kind::Bytes => Err(expect("a quoted string")),
-        _ if is_str => Err(format!("expected a {} value, found the string \"{text}\"", kind_name(&fd.kind()))),
+        _ if is_str => Err(format!(
+            "expected a {} value, found the string \"{text}\"",
+            kind_name(&fd.kind())
+        )),
         Kind::Bool => match text {
             "true" | "True" | "t" | "1" => Ok(Value::Bool(true)),
             "false" | "False" | "f" | "0" => Ok(Value::Bool(false)),
             _ => Err(expect("true or false")),
         },
-        Kind::Float => parse_float(text).map(|v| Value::F32(v as f32)).ok_or_else(|| expect("a number")),
-        Kind::Double => parse_float(text).map(Value::F64).ok_or_else(|| expect("a number")),
+        Kind::Float => parse_float(text)
+            .map(|v| Value::F32(v as f32))
+            .ok_or_else(|| expect("a number")),
+        Kind::Double => parse_float(text)
+            .map(Value::F64)
+            .ok_or_else(|| expect("a number")),
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => int_in::<i32>(text).map(Value::I32),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => int_in::<i64>(text).map(Value::I64),
         Kind::Uint32 | Kind::Fixed32 => int_in::<u32>(text).map(Value::U32),
         Kind::Uint64 | Kind::Fixed64 => int_in::<u64>(text).map(Value::U64),
         Kind::Enum(ed) => {
             let by_name = ed.get_value_by_name(text).map(|v| v.number());
-            let by_number = parse_int(text).and_then(|n| i32::try_from(n).ok()).filter(|n| ed.get_value(*n).is_some());
+            let by_number = parse_int(text)
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| ed.get_value(*n).is_some());
             by_name.or(by_number).map(Value::EnumNumber).ok_or_else(|| {
                 let names: Vec<String> = ed.values().map(|v| v.name().to_string()).collect();
-                format!("unknown value '{text}' of enum {} (one of {})", ed.name(), names.join(", "))
+                format!(
+                    "unknown value '{text}' of enum {} (one of {})",
+                    ed.name(),
+                    names.join(", ")
+                )
             })
         }
         Kind::Message(_) => Err(expect("a block")),
@@ -245,15 +291,38 @@ mod tests {
     #[test]
     fn unknown_field_names_field_message_and_layer() {
         let e = net("layer { name: 'conv1' convolution_param { kernal_size: 3 } }").unwrap_err();
-        assert_eq!(e.message, "unknown field 'kernal_size' in ConvolutionParameter of layer 'conv1'");
+        assert_eq!(
+            e.message,
+            "unknown field 'kernal_size' in ConvolutionParameter of layer 'conv1'"
+        );
     }
 
     #[test]
     fn bad_values() {
-        assert!(net("layer { name: 'p' pooling_param { pool: MEDIAN } }").unwrap_err().message.contains("MAX, AVE"));
-        assert!(net("layer { name: 'p' pooling_param { kernel_size: -1 } }").unwrap_err().message.contains("out of range"));
-        assert!(net("name: 'a' name: 'b'").unwrap_err().message.contains("twice"));
-        assert!(net("name: 3").unwrap_err().message.contains("quoted string"));
+        assert!(
+            net("layer { name: 'p' pooling_param { pool: MEDIAN } }")
+                .unwrap_err()
+                .message
+                .contains("MAX, AVE")
+        );
+        assert!(
+            net("layer { name: 'p' pooling_param { kernel_size: -1 } }")
+                .unwrap_err()
+                .message
+                .contains("out of range")
+        );
+        assert!(
+            net("name: 'a' name: 'b'")
+                .unwrap_err()
+                .message
+                .contains("twice")
+        );
+        assert!(
+            net("name: 3")
+                .unwrap_err()
+                .message
+                .contains("quoted string")
+        );
         assert!(net("layer { name: 'x' dropout_param { dropout_ratio: 0.5f } }").is_ok());
     }
 

@@ -39,7 +39,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
     while pos < bytes.len() {
         let c = bytes[pos];
         let start = pos;
-        let single = |kind| Token { kind, span: Span::new(start, start + 1) };
+        let single = |kind| Token {
+            kind,
+            span: Span::new(start, start + 1),
+        };
         match c {
             b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => pos += 1,
             b'#' => {
@@ -56,7 +59,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
             b']' => push(&mut out, &mut pos, single(TokenKind::RBracket)),
             b'"' | b'\'' => {
                 pos = string_end(bytes, pos)?;
-                out.push(Token { kind: TokenKind::Str, span: Span::new(start, pos) });
+                out.push(Token {
+                    kind: TokenKind::Str,
+                    span: Span::new(start, pos),
+                });
             }
             _ => {
                 let signed = c == b'-' || c == b'+';
@@ -70,10 +76,14 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
                     return Err(SyntaxError::new(start, unexpected_char(src, start)));
                 };
                 pos = body;
-                while pos < bytes.len() && is_word_byte(bytes[pos], bytes.get(pos.wrapping_sub(1))) {
+                while pos < bytes.len() && is_word_byte(bytes[pos], bytes.get(pos.wrapping_sub(1)))
+                {
                     pos += 1;
                 }
-                out.push(Token { kind, span: Span::new(start, pos) });
+                out.push(Token {
+                    kind,
+                    span: Span::new(start, pos),
+                });
             }
         }
     }
@@ -105,7 +115,10 @@ fn string_end(bytes: &[u8], start: usize) -> Result<usize, SyntaxError> {
             _ => pos += 1,
         }
     }
-    Err(SyntaxError::new(start, "string is not closed on its line".to_string()))
+    Err(SyntaxError::new(
+        start,
+        "string is not closed on its line".to_string(),
+    ))
 }
 
 fn unexpected_char(src: &str, at: usize) -> String {
@@ -140,13 +153,21 @@ pub fn unescape(raw: &str) -> Result<Vec<u8>, String> {
             b'v' => out.push(0x0b),
             b'\\' | b'\'' | b'"' | b'?' => out.push(e),
             b'x' => {
-                let digits = b[i..].iter().take(2).take_while(|d| d.is_ascii_hexdigit()).count();
+                let digits = b[i..]
+                    .iter()
+                    .take(2)
+                    .take_while(|d| d.is_ascii_hexdigit())
+                    .count();
                 let text = std::str::from_utf8(&b[i..i + digits]).unwrap_or("");
                 out.push(u8::from_str_radix(text, 16).map_err(|_| "\\x needs a hex digit")?);
                 i += digits;
             }
             b'0'..=b'7' => {
-                let digits = 1 + b[i..].iter().take(2).take_while(|d| (b'0'..=b'7').contains(d)).count();
+                let digits = 1 + b[i..]
+                    .iter()
+                    .take(2)
+                    .take_while(|d| (b'0'..=b'7').contains(d))
+                    .count();
                 let text = std::str::from_utf8(&b[i - 1..i - 1 + digits]).unwrap_or("");
                 let v = u32::from_str_radix(text, 8).map_err(|_| "bad octal escape")?;
                 out.push(u8::try_from(v).map_err(|_| "octal escape above \\377")?);
@@ -169,7 +190,10 @@ mod tests {
     #[test]
     fn signed_numbers_exponents_and_comments() {
         use TokenKind::*;
-        assert_eq!(kinds("a: -1e-5 # c\nb { x: 'y' }"), vec![Ident, Colon, Number, Ident, Open, Ident, Colon, Str, Close]);
+        assert_eq!(
+            kinds("a: -1e-5 # c\nb { x: 'y' }"),
+            vec![Ident, Colon, Number, Ident, Open, Ident, Colon, Str, Close]
+        );
         let t = tokenize("v: 1.5e+3").unwrap();
         assert_eq!(t[2].span, Span::new(3, 9));
     }

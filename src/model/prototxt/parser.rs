@@ -66,9 +66,17 @@ pub struct Scalar {
 /// Parses a whole text-format message.
 pub fn parse(src: &str) -> Result<Message, SyntaxError> {
     let tokens = tokenize(src)?;
-    let mut p = Parser { src, tokens: &tokens, pos: 0 };
+    let mut p = Parser {
+        src,
+        tokens: &tokens,
+        pos: 0,
+    };
     let fields = p.fields(None)?;
-    Ok(Message { fields, open: Span::default(), close: Span::new(src.len(), src.len()) })
+    Ok(Message {
+        fields,
+        open: Span::default(),
+        close: Span::new(src.len(), src.len()),
+    })
 }
 
 struct Parser<'a> {
@@ -92,8 +100,14 @@ impl Parser<'_> {
 
     fn error(&self, at: Option<Token>, expected: &str) -> SyntaxError {
         match at {
-            Some(t) => SyntaxError::new(t.span.start, format!("expected {expected}, found '{}'", self.text(t))),
-            None => SyntaxError::new(self.end_offset(), format!("expected {expected}, found the end of the file")),
+            Some(t) => SyntaxError::new(
+                t.span.start,
+                format!("expected {expected}, found '{}'", self.text(t)),
+            ),
+            None => SyntaxError::new(
+                self.end_offset(),
+                format!("expected {expected}, found the end of the file"),
+            ),
         }
     }
 
@@ -107,14 +121,19 @@ impl Parser<'_> {
                     let at = open.map_or(0, |t| t.span.start);
                     return Err(SyntaxError::new(
                         self.end_offset(),
-                        format!("the file ends inside the block opened at byte {at}: a '}}' is missing"),
+                        format!(
+                            "the file ends inside the block opened at byte {at}: a '}}' is missing"
+                        ),
                     ));
                 }
                 Some(t) if t.kind == TokenKind::Close => {
                     if open.is_some() {
                         return Ok(fields);
                     }
-                    return Err(SyntaxError::new(t.span.start, "'}' without a matching '{'".to_string()));
+                    return Err(SyntaxError::new(
+                        t.span.start,
+                        "'}' without a matching '{'".to_string(),
+                    ));
                 }
                 Some(t) if t.kind == TokenKind::Ident => {
                     fields.push(self.field()?);
@@ -134,7 +153,10 @@ impl Parser<'_> {
         self.pos += 1;
         let name = self.text(name_tok).to_string();
         if name.starts_with('-') || name.starts_with('+') {
-            return Err(SyntaxError::new(name_tok.span.start, format!("'{name}' is not a field name")));
+            return Err(SyntaxError::new(
+                name_tok.span.start,
+                format!("'{name}' is not a field name"),
+            ));
         }
         let colon = self.peek().is_some_and(|t| t.kind == TokenKind::Colon);
         if colon {
@@ -143,11 +165,18 @@ impl Parser<'_> {
         let value = match self.peek() {
             Some(t) if t.kind == TokenKind::Open => self.message()?,
             Some(t) if t.kind == TokenKind::LBracket => self.list()?,
-            Some(_) if !colon => return Err(self.error(self.peek(), &format!("':' or '{{' after '{name}'"))),
+            Some(_) if !colon => {
+                return Err(self.error(self.peek(), &format!("':' or '{{' after '{name}'")));
+            }
             _ => FieldValue::Scalar(self.scalar()?),
         };
         let end = self.tokens[self.pos - 1].span.end;
-        Ok(Field { name, name_span: name_tok.span, value, span: Span::new(name_tok.span.start, end) })
+        Ok(Field {
+            name,
+            name_span: name_tok.span,
+            value,
+            span: Span::new(name_tok.span.start, end),
+        })
     }
 
     fn message(&mut self) -> Result<FieldValue, SyntaxError> {
@@ -157,10 +186,17 @@ impl Parser<'_> {
         let close = self.tokens[self.pos];
         let (o, c) = (self.text(open), self.text(close));
         if (o == "{") != (c == "}") {
-            return Err(SyntaxError::new(close.span.start, format!("'{o}' closed by '{c}'")));
+            return Err(SyntaxError::new(
+                close.span.start,
+                format!("'{o}' closed by '{c}'"),
+            ));
         }
         self.pos += 1;
-        Ok(FieldValue::Message(Message { fields, open: open.span, close: close.span }))
+        Ok(FieldValue::Message(Message {
+            fields,
+            open: open.span,
+            close: close.span,
+        }))
     }
 
     fn list(&mut self) -> Result<FieldValue, SyntaxError> {
@@ -189,19 +225,31 @@ impl Parser<'_> {
 
     fn scalar(&mut self) -> Result<Scalar, SyntaxError> {
         let t = match self.peek() {
-            Some(t) if matches!(t.kind, TokenKind::Ident | TokenKind::Number | TokenKind::Str) => t,
+            Some(t)
+                if matches!(
+                    t.kind,
+                    TokenKind::Ident | TokenKind::Number | TokenKind::Str
+                ) =>
+            {
+                t
+            }
             other => return Err(self.error(other, "a value")),
         };
         self.pos += 1;
         if t.kind != TokenKind::Str {
-            return Ok(Scalar { kind: t.kind, text: self.text(t).to_string(), span: t.span });
+            return Ok(Scalar {
+                kind: t.kind,
+                text: self.text(t).to_string(),
+                span: t.span,
+            });
         }
         // Adjacent string literals are one value, as in C.
         let mut bytes = Vec::new();
         let mut end = t.span.end;
         let mut tok = t;
         loop {
-            let part = super::lexer::unescape(self.text(tok)).map_err(|m| SyntaxError::new(tok.span.start, m))?;
+            let part = super::lexer::unescape(self.text(tok))
+                .map_err(|m| SyntaxError::new(tok.span.start, m))?;
             bytes.extend(part);
             end = end.max(tok.span.end);
             match self.peek() {
@@ -214,7 +262,11 @@ impl Parser<'_> {
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| SyntaxError::new(t.span.start, "string is not valid UTF-8".to_string()))?;
-        Ok(Scalar { kind: TokenKind::Str, text, span: Span::new(t.span.start, end) })
+        Ok(Scalar {
+            kind: TokenKind::Str,
+            text,
+            span: Span::new(t.span.start, end),
+        })
     }
 }
 
@@ -228,10 +280,17 @@ mod tests {
         let m = parse(src).unwrap();
         assert_eq!(m.fields.len(), 4);
         assert_eq!(m.string("name").as_deref(), Some("n"));
-        let FieldValue::Message(l) = &m.fields[1].value else { panic!() };
+        let FieldValue::Message(l) = &m.fields[1].value else {
+            panic!()
+        };
         assert_eq!(l.all("top").count(), 2);
-        assert_eq!(&src[m.fields[1].span.start..m.fields[1].span.end], "layer { top: 'a' top: \"b\" }");
-        let FieldValue::Message(l2) = &m.fields[2].value else { panic!() };
+        assert_eq!(
+            &src[m.fields[1].span.start..m.fields[1].span.end],
+            "layer { top: 'a' top: \"b\" }"
+        );
+        let FieldValue::Message(l2) = &m.fields[2].value else {
+            panic!()
+        };
         assert!(matches!(&l2.fields[0].value, FieldValue::List(v) if v.len() == 2));
     }
 
@@ -240,7 +299,12 @@ mod tests {
         let e = parse("a: 1\nb 2").unwrap_err();
         assert_eq!(e.offset, 7);
         assert!(e.message.contains("':' or '{'"), "{}", e.message);
-        assert!(parse("a { b: 1").unwrap_err().message.contains("'}' is missing"));
+        assert!(
+            parse("a { b: 1")
+                .unwrap_err()
+                .message
+                .contains("'}' is missing")
+        );
         assert!(parse("}").is_err());
         assert!(parse("a { b: 1 >").is_err());
     }

@@ -40,7 +40,12 @@ fn write_fields(out: &mut String, msg: &DynamicMessage, indent: usize) {
                     let _ = writeln!(out, "{pad}}}");
                 }
                 scalar => {
-                    let _ = writeln!(out, "{pad}{}: {}", fd.name(), scalar_text(scalar, &fd.kind()));
+                    let _ = writeln!(
+                        out,
+                        "{pad}{}: {}",
+                        fd.name(),
+                        scalar_text(scalar, &fd.kind())
+                    );
                 }
             }
         }
@@ -59,7 +64,9 @@ fn scalar_text(v: &Value, kind: &Kind) -> String {
         Value::String(s) => quote(s),
         Value::Bytes(b) => quote(&String::from_utf8_lossy(b)),
         Value::EnumNumber(n) => match kind {
-            Kind::Enum(ed) => ed.get_value(*n).map_or_else(|| n.to_string(), |e| e.name().to_string()),
+            Kind::Enum(ed) => ed
+                .get_value(*n)
+                .map_or_else(|| n.to_string(), |e| e.name().to_string()),
             _ => n.to_string(),
         },
         Value::Message(m) => format!("{{ {} }}", m.descriptor().name()),
@@ -91,19 +98,39 @@ pub fn quote(s: &str) -> String {
 /// The shortest decimal text that reads back as exactly `x` (Rust's float formatting guarantees the
 /// round trip); exponent form for very small or large magnitudes, `inf`/`-inf`/`nan` as protobuf writes.
 pub fn format_f32(x: f32) -> String {
-    format_float(f64::from(x), x.is_finite(), || format!("{x}"), || format!("{x:e}"))
+    format_float(
+        f64::from(x),
+        x.is_finite(),
+        || format!("{x}"),
+        || format!("{x:e}"),
+    )
 }
 
 pub fn format_f64(x: f64) -> String {
     format_float(x, x.is_finite(), || format!("{x}"), || format!("{x:e}"))
 }
 
-fn format_float(x: f64, finite: bool, plain: impl Fn() -> String, exp: impl Fn() -> String) -> String {
+fn format_float(
+    x: f64,
+    finite: bool,
+    plain: impl Fn() -> String,
+    exp: impl Fn() -> String,
+) -> String {
     if !finite {
-        return if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     let a = x.abs();
-    if a == 0.0 || (1e-5..1e16).contains(&a) { plain() } else { exp() }
+    if a == 0.0 || (1e-5..1e16).contains(&a) {
+        plain()
+    } else {
+        exp()
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +139,16 @@ mod tests {
 
     #[test]
     fn floats_round_trip_as_f32() {
-        for x in [0.1f32, 1.0 / 3.0, 12345.678, 1e-7, 3.4e38, -2.5e-12, 0.0, 127.0 / 0.0314] {
+        for x in [
+            0.1f32,
+            1.0 / 3.0,
+            12345.678,
+            1e-7,
+            3.4e38,
+            -2.5e-12,
+            0.0,
+            127.0 / 0.0314,
+        ] {
             let s = format_f32(x);
             assert_eq!(s.parse::<f32>().unwrap(), x, "{s}");
         }

@@ -1,0 +1,77 @@
+//! Helpers shared by the integration tests: where the fixtures are, loading a model with the real data
+//! shapes, and a scratch folder per test.
+
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use int8cal::data::shapes::data_tops;
+use int8cal::model::{Model, ModelError};
+
+/// `../shared/fixtures`, or None with a visible message (a user's clone has no `../shared`; CI fails
+/// earlier, in `.ci/run`, when it is missing).
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    eprintln!(
+        "SKIPPED: {} is absent; fixture tests did not run",
+        dir.display()
+    );
+    None
+}
+
+/// Every fixture folder (those with a deploy.prototxt), sorted.
+pub fn fixture_dirs() -> Vec<PathBuf> {
+    let Some(root) = fixtures() else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("deploy.prototxt").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+pub fn load(model: &Path, weights: Option<&Path>) -> Result<Model, ModelError> {
+    Model::load(model, weights, &data_tops)
+}
+
+/// A fresh scratch folder under target/.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A small V2 net with every structural feature the loader handles: Input, conv, in-place ReLU, a blob
+/// read twice, pooling, concat, flatten, inner product, softmax.
+pub const SMALL_NET: &str = r#"# a small test net
+name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 9 } } }
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 }
+}
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv1" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "cat" type: "Concat" bottom: "pool1" bottom: "pool2" top: "cat" }
+layer { name: "flat" type: "Flatten" bottom: "cat" top: "flat" }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"#;
