@@ -4,6 +4,8 @@
 //! files, the TEST net, shapes, export) → `data` (records for data layers) → the command-line client `cli`.
 
 pub mod caffe;
+pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod gui;
 pub mod model;

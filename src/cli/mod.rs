@@ -1,5 +1,6 @@
 //! The command-line client: argument definitions and dispatch to one module per subcommand.
 
+pub mod gui;
 pub mod inspect;
 
 use std::path::PathBuf;
@@ -20,6 +21,20 @@ pub enum Command {
     /// Print a model's TEST-phase layers with their top shapes and parameter counts (and, with weights,
     /// each blob's shape and range).
     Inspect(inspect::Args),
+    /// Open the desktop app (the default when no subcommand is given), on the bundled example unless a
+    /// model is given.
+    Gui(gui::Args),
+    /// Copy the first N records of an LMDB into a new one (how the bundled example's data was made).
+    #[command(hide = true)]
+    LmdbSubset {
+        /// The source LMDB folder.
+        from: PathBuf,
+        /// The new LMDB folder (must not exist).
+        to: PathBuf,
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 1000)]
+        count: usize,
+    },
 }
 
 /// Model files shared by the subcommands.
@@ -47,10 +62,12 @@ pub fn emit(text: &str) -> std::io::Result<()> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(&args),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
+        Some(Command::Gui(args)) => gui::run(args),
+        None => gui::run(gui::Args::default()),
+        Some(Command::LmdbSubset { from, to, count }) => {
+            let n =
+                crate::data::lmdb::write_subset(&from, &to, count).map_err(anyhow::Error::msg)?;
+            println!("wrote {n} records to {}", to.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -66,3 +66,88 @@ pub fn first(dir: &Path) -> Result<Vec<u8>, String> {
     })?;
     out.ok_or_else(|| format!("{}: the database is empty", dir.display()))
 }
+
+/// Writes the first `n` records of the LMDB in `src` (key order, keys and values unchanged) into a new
+/// LMDB in `dst`, which must not exist yet. Used to make the bundled example's data.
+pub fn write_subset(src: &Path, dst: &Path, n: usize) -> Result<usize, String> {
+    if dst.exists() {
+        return Err(format!(
+            "{}: already exists; choose a new folder",
+            dst.display()
+        ));
+    }
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(n);
+    with_records(src, |k, v| {
+        records.push((k.to_vec(), v.to_vec()));
+        if records.len() >= n {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    std::fs::create_dir_all(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let fail = |e: heed::Error| format!("{}: {e}", dst.display());
+    let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size((bytes * 2 + (1 << 20)).next_multiple_of(4096));
+    #[allow(unsafe_code)]
+    // SAFETY: a new environment in a folder we just created; nothing else opens it while we write.
+    let env = unsafe { opts.open(dst) }.map_err(fail)?;
+    let db = env
+        .create_databases_and_commit(
+            env.write_txn().map_err(fail)?,
+            |dbo, wtxn| -> Result<_, heed::Error> {
+                Ok(CommitOrAbort::<_, ()>::Commit(
+                    dbo.create_database::<Bytes, Bytes>(wtxn, None)?,
+                ))
+            },
+        )
+        .map_err(fail)?
+        .commit()
+        .ok_or_else(|| format!("{}: could not create the database", dst.display()))?;
+    let mut wtxn = env.write_txn().map_err(fail)?;
+    for (k, v) in &records {
+        db.put(&mut wtxn, k, v).map_err(fail)?;
+    }
+    wtxn.commit().map_err(fail)?;
+    Ok(records.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_keeps_the_first_records_in_order() {
+        let Some(src) = ["../shared/fixtures/lenet_mnist/data/test_lmdb"]
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_dir())
+        else {
+            eprintln!("SKIPPED: ../shared/fixtures is absent");
+            return;
+        };
+        let dst = std::env::temp_dir().join(format!("int8cal-lmdb-subset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dst);
+        assert_eq!(write_subset(src, &dst, 25).unwrap(), 25);
+        let collect = |dir: &Path, n: usize| {
+            let mut v = Vec::new();
+            with_records(dir, |k, val| {
+                v.push((k.to_vec(), val.to_vec()));
+                if v.len() >= n {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+            v
+        };
+        assert_eq!(collect(&dst, usize::MAX), collect(src, 25));
+        assert!(
+            write_subset(src, &dst, 5)
+                .unwrap_err()
+                .contains("already exists")
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! `int8cal gui` (and `int8cal` with no arguments): the desktop app, on the given files or on the
+//! bundled example.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::gui::app::Tab;
+use crate::gui::{self, StartOptions};
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// The model prototxt to open (default: the bundled example).
+    #[arg(short = 'm', long = "model", value_name = "PROTOTXT")]
+    pub model: Option<PathBuf>,
+    /// Its weights (default: the example's, when the example is opened).
+    #[arg(short = 'w', long = "weights", value_name = "CAFFEMODEL")]
+    pub weights: Option<PathBuf>,
+    /// Save a PNG of the whole window once loading and layout are done, then exit (non-zero on any error).
+    #[arg(long, value_name = "FILE.png")]
+    pub screenshot: Option<PathBuf>,
+    /// The tab to show.
+    #[arg(long, value_enum, default_value_t = TabArg::Graph)]
+    pub tab: TabArg,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum TabArg {
+    #[default]
+    Graph,
+}
+
+/// The bundled example: `assets/example` of the source tree, or beside the executable.
+pub fn example_dir() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/example")];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(
+            exe.ancestors()
+                .skip(1)
+                .take(3)
+                .map(|d| d.join("assets/example")),
+        );
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("test.prototxt").is_file())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (model, weights) = match args.model {
+        Some(m) => (Some(m), args.weights),
+        None => match example_dir() {
+            Some(dir) => (
+                Some(dir.join("test.prototxt")),
+                args.weights.or(Some(dir.join("weights.caffemodel"))),
+            ),
+            None => {
+                eprintln!(
+                    "note: the bundled example (assets/example) was not found; opening an empty window"
+                );
+                (None, args.weights)
+            }
+        },
+    };
+    let tab = match args.tab {
+        TabArg::Graph => Tab::Graph,
+    };
+    gui::run(StartOptions {
+        model,
+        weights,
+        screenshot: args.screenshot,
+        tab,
+    })
+}

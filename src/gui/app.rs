@@ -1,0 +1,526 @@
+//! The app window: files and settings on the left, the graph in the centre with the selected layer's
+//! details on the right, a log strip below. Loading and file dialogs run off the UI thread; errors show
+//! in the window. `App::show` draws everything into a `Ui`, so tests drive the real app without eframe.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use egui::{Color32, RichText};
+
+use super::dialogs::{DialogKind, Dialogs};
+use super::graph::view::GraphView;
+use super::loader::{LoadJob, Loaded};
+use super::settings::SettingsForm;
+use super::{details, theme};
+use crate::calib::CalibConfig;
+
+/// The tabs of the central area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tab {
+    #[default]
+    Graph,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// What is persisted between runs.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Persisted {
+    /// Settings per model path.
+    pub settings: BTreeMap<String, CalibConfig>,
+    pub recent: Vec<PathBuf>,
+}
+
+const RECENT_MAX: usize = 8;
+
+pub struct App {
+    dialogs: Arc<dyn Dialogs>,
+    dialog: Option<(DialogKind, Receiver<Option<PathBuf>>)>,
+    job: Option<LoadJob>,
+    pub loaded: Option<Box<Loaded>>,
+    /// The last load error, shown in the window until the next load.
+    pub error: Option<String>,
+    pub log: Vec<LogLine>,
+    pub settings: SettingsForm,
+    pub persisted: Persisted,
+    pub view: GraphView,
+    pub search: String,
+    pub tab: Tab,
+    title: String,
+    /// Paths of the files to load next (the weights go with the model).
+    weights_for_next: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("loaded", &self.loaded.is_some())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(dialogs: Arc<dyn Dialogs>, persisted: Persisted) -> Self {
+        Self {
+            dialogs,
+            dialog: None,
+            job: None,
+            loaded: None,
+            error: None,
+            log: Vec::new(),
+            settings: SettingsForm::new(CalibConfig::default()),
+            persisted,
+            view: GraphView::default(),
+            search: String::new(),
+            tab: Tab::Graph,
+            title: String::new(),
+            weights_for_next: None,
+        }
+    }
+
+    pub fn log(&mut self, level: LogLevel, text: impl Into<String>) {
+        let text = text.into();
+        if level != LogLevel::Info {
+            eprintln!(
+                "{}: {text}",
+                if level == LogLevel::Error {
+                    "error"
+                } else {
+                    "warning"
+                }
+            );
+        }
+        self.log.push(LogLine { level, text });
+    }
+
+    /// Starts loading a model (and weights) in the background; `wake` repaints the UI when done.
+    pub fn open(&mut self, model: PathBuf, weights: Option<PathBuf>, ctx: &egui::Context) {
+        let what = match &weights {
+            Some(w) => format!("loading {} with {}", model.display(), w.display()),
+            None => format!("loading {}", model.display()),
+        };
+        self.log(LogLevel::Info, what);
+        let ctx = ctx.clone();
+        self.job = Some(LoadJob::spawn(model, weights, move || {
+            ctx.request_repaint()
+        }));
+    }
+
+    /// True while a load or a dialog is pending.
+    pub fn busy(&self) -> bool {
+        self.job.is_some() || self.dialog.is_some()
+    }
+
+    /// The model currently shown.
+    pub fn model_path(&self) -> Option<&Path> {
+        self.loaded
+            .as_ref()
+            .map(|l| l.model.prototxt.path.as_path())
+    }
+
+    fn poll(&mut self, ctx: &egui::Context) {
+        if let Some(job) = &self.job
+            && let Some(result) = job.poll()
+        {
+            let job = self.job.take();
+            match result {
+                Ok(loaded) => self.finish_load(loaded),
+                Err(e) => {
+                    self.log(LogLevel::Error, e.clone());
+                    self.error = Some(e);
+                    if let Some(job) = job {
+                        self.remember_recent(&job.model);
+                    }
+                }
+            }
+        }
+        if let Some((kind, rx)) = &self.dialog
+            && let Ok(choice) = rx.try_recv()
+        {
+            let kind = *kind;
+            self.dialog = None;
+            match (kind, choice) {
+                (_, None) => self.log(LogLevel::Info, "no file chosen"),
+                (DialogKind::OpenModel, Some(p)) => {
+                    let w = self.weights_for_next.take();
+                    self.open(p, w, ctx);
+                }
+                (DialogKind::OpenWeights, Some(w)) => {
+                    match self.model_path().map(Path::to_path_buf) {
+                        Some(m) => self.open(m, Some(w), ctx),
+                        None => {
+                            self.log(
+                                LogLevel::Info,
+                                format!("weights {} will load with the next model", w.display()),
+                            );
+                            self.weights_for_next = Some(w);
+                        }
+                    }
+                }
+            }
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.open_dropped(dropped, ctx);
+        }
+    }
+
+    /// Dropped files: a `.caffemodel` is weights, anything else a model prototxt.
+    pub fn open_dropped(&mut self, files: Vec<PathBuf>, ctx: &egui::Context) {
+        let is_weights = |p: &PathBuf| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("caffemodel"))
+        };
+        let weights = files.iter().find(|p| is_weights(p)).cloned();
+        let model = files.iter().find(|p| !is_weights(p)).cloned();
+        match (model, weights) {
+            (Some(m), w) => self.open(m, w.or_else(|| self.current_weights()), ctx),
+            (None, Some(w)) => match self.model_path().map(Path::to_path_buf) {
+                Some(m) => self.open(m, Some(w), ctx),
+                None => self.weights_for_next = Some(w),
+            },
+            (None, None) => {}
+        }
+    }
+
+    fn current_weights(&self) -> Option<PathBuf> {
+        self.loaded.as_ref().and_then(|l| l.model.weights.clone())
+    }
+
+    fn finish_load(&mut self, loaded: Box<Loaded>) {
+        let net = &loaded.model.net;
+        self.log(
+            LogLevel::Info,
+            format!(
+                "loaded '{}': {} layers, {} nodes in {:.0} ms, layout in {:.0} ms",
+                display_name(&loaded.model),
+                net.layers.len(),
+                loaded.graph.nodes.len(),
+                loaded.load_time.as_secs_f64() * 1e3,
+                loaded.layout_time.as_secs_f64() * 1e3
+            ),
+        );
+        for w in net.warnings.clone() {
+            self.log(LogLevel::Warning, w);
+        }
+        let path = loaded.model.prototxt.path.clone();
+        let key = path.display().to_string();
+        let config = self
+            .persisted
+            .settings
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| {
+                let detection = loaded.metric_blobs.is_detection();
+                let blob_name = loaded
+                    .metric_blobs
+                    .default_blob(detection)
+                    .unwrap_or_default()
+                    .to_string();
+                CalibConfig {
+                    detection,
+                    blob_name,
+                    ..CalibConfig::default()
+                }
+            });
+        self.settings = SettingsForm::new(config);
+        self.remember_recent(&path);
+        self.error = None;
+        self.view = GraphView::default();
+        self.loaded = Some(loaded);
+    }
+
+    fn remember_recent(&mut self, path: &Path) {
+        let recent = &mut self.persisted.recent;
+        recent.retain(|p| p != path);
+        recent.insert(0, path.to_path_buf());
+        recent.truncate(RECENT_MAX);
+    }
+
+    fn ask(&mut self, kind: DialogKind) {
+        let (tx, rx) = channel();
+        let dialogs = Arc::clone(&self.dialogs);
+        std::thread::spawn(move || {
+            let _ = tx.send(dialogs.pick(kind));
+        });
+        self.dialog = Some((kind, rx));
+    }
+
+    /// Selects the first layer matching the search text and centres it.
+    pub fn search_now(&mut self) {
+        let Some(loaded) = &self.loaded else { return };
+        match loaded.graph.find(&loaded.model.net, &self.search) {
+            Some(n) => self.view.jump_to(n),
+            None if !self.search.trim().is_empty() => {
+                let msg = format!("no layer matches '{}'", self.search.trim());
+                self.log(LogLevel::Info, msg);
+            }
+            None => {}
+        }
+    }
+
+    /// Draws the whole app into `ui`.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        self.update_title(&ctx);
+        if self.busy() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
+        egui::Panel::left("files")
+            .default_size(theme::PANEL_WIDTH)
+            .resizable(true)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.left_panel(ui, &ctx));
+            });
+        egui::Panel::bottom("log")
+            .default_size(theme::LOG_HEIGHT)
+            .resizable(true)
+            .show(ui, |ui| self.log_panel(ui));
+        if let Some(n) = self.view.selected
+            && let Some(l) = &self.loaded
+            && let Some(node) = l.graph.nodes.get(n)
+        {
+            egui::Panel::right("details")
+                .default_size(theme::DETAILS_WIDTH)
+                .resizable(true)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .show(ui, |ui| details::show(ui, &l.model.net, node));
+                });
+        }
+        egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+        let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
+        if hovering {
+            let rect = ctx.content_rect();
+            ui.painter()
+                .rect_filled(rect, 0.0, Color32::from_black_alpha(140));
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop a .prototxt and/or .caffemodel",
+                egui::FontId::proportional(24.0),
+                Color32::WHITE,
+            );
+        }
+    }
+
+    fn update_title(&mut self, ctx: &egui::Context) {
+        let title = match &self.loaded {
+            Some(l) => format!(
+                "int8cal — {} ({})",
+                display_name(&l.model),
+                l.model.prototxt.path.display()
+            ),
+            None => "int8cal".to_string(),
+        };
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+    }
+
+    fn left_panel(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+        ui.heading("Model");
+        ui.horizontal(|ui| {
+            let enabled = self.dialog.is_none();
+            if ui
+                .add_enabled(enabled, egui::Button::new("Open model…"))
+                .on_hover_text("Choose a .prototxt (or drop one on the window)")
+                .clicked()
+            {
+                self.ask(DialogKind::OpenModel);
+            }
+            if ui
+                .add_enabled(enabled, egui::Button::new("Open weights…"))
+                .on_hover_text("Choose a .caffemodel for the open model")
+                .clicked()
+            {
+                self.ask(DialogKind::OpenWeights);
+            }
+        });
+        if let Some(l) = &self.loaded {
+            file_line(ui, "prototxt", Some(&l.model.prototxt.path));
+            file_line(ui, "weights", l.model.weights.as_deref());
+        }
+        if let Some(job) = &self.job {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!(
+                    "Loading {}…",
+                    job.model
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ));
+            });
+        }
+        if !self.persisted.recent.is_empty() {
+            let mut open = None;
+            egui::CollapsingHeader::new("Recent files")
+                .default_open(false)
+                .show(ui, |ui| {
+                    for p in &self.persisted.recent {
+                        let name = p
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        if ui
+                            .link(name)
+                            .on_hover_text(p.display().to_string())
+                            .clicked()
+                        {
+                            open = Some(p.clone());
+                        }
+                    }
+                });
+            if let Some(p) = open {
+                let w = self.weights_for_next.take();
+                self.open(p, w, ctx);
+            }
+        }
+        ui.separator();
+        ui.heading("Settings");
+        let metrics = self
+            .loaded
+            .as_ref()
+            .map(|l| l.metric_blobs.clone())
+            .unwrap_or_default();
+        if self.settings.ui(ui, &metrics)
+            && let Some(path) = self.model_path()
+        {
+            let key = path.display().to_string();
+            self.persisted
+                .settings
+                .insert(key, self.settings.config.clone());
+        }
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, Tab::Graph, "Graph");
+            ui.separator();
+            let label = ui.label("Search layer");
+            let r = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.search)
+                        .hint_text("name")
+                        .desired_width(180.0),
+                )
+                .labelled_by(label.id);
+            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter))
+                || r.changed() && !self.search.is_empty()
+            {
+                self.search_now();
+            }
+            if ui
+                .button("Fit")
+                .on_hover_text("Fit the graph to the window (or double-click the background)")
+                .clicked()
+            {
+                self.view.fit_pending = true;
+            }
+            if let Some(l) = &self.loaded {
+                ui.weak(format!(
+                    "{} layers · {} nodes",
+                    l.model.net.layers.len(),
+                    l.graph.nodes.len()
+                ));
+            }
+        });
+        if let Some(e) = &self.error {
+            egui::Frame::new()
+                .fill(ui.visuals().extreme_bg_color)
+                .inner_margin(8.0)
+                .show(ui, |ui| {
+                    ui.colored_label(
+                        theme::error_color(ui.visuals()),
+                        RichText::new(format!("Could not load: {e}")).strong(),
+                    );
+                });
+        }
+        match &self.loaded {
+            Some(l) => {
+                let l = l.as_ref();
+                self.view.show(ui, &l.model.net, &l.graph, &l.layout);
+            }
+            None if self.job.is_some() => {
+                ui.centered_and_justified(|ui| ui.spinner());
+            }
+            None => {
+                ui.centered_and_justified(|ui| {
+                    ui.label("Open a model prototxt, or drop one on the window.")
+                });
+            }
+        }
+    }
+
+    fn log_panel(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::vertical()
+            .stick_to_bottom(true)
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for line in &self.log {
+                    let color = match line.level {
+                        LogLevel::Info => ui.visuals().text_color(),
+                        LogLevel::Warning => theme::warn_color(ui.visuals()),
+                        LogLevel::Error => theme::error_color(ui.visuals()),
+                    };
+                    ui.colored_label(color, &line.text);
+                }
+            });
+    }
+}
+
+/// The net's name, or its file name when the prototxt gives none.
+fn display_name(model: &crate::model::Model) -> String {
+    if model.net.name.is_empty() {
+        model
+            .prototxt
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        model.net.name.clone()
+    }
+}
+
+fn file_line(ui: &mut egui::Ui, what: &str, path: Option<&Path>) {
+    ui.horizontal(|ui| {
+        ui.weak(what);
+        match path {
+            Some(p) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                ui.label(name).on_hover_text(p.display().to_string());
+            }
+            None => {
+                ui.weak("none");
+            }
+        }
+    });
+}

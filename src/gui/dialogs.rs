@@ -1,0 +1,49 @@
+//! File dialogs behind a trait, so tests pass paths and the real dialogs (rfd) run off the UI thread.
+
+use std::path::PathBuf;
+
+/// What a dialog is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogKind {
+    OpenModel,
+    OpenWeights,
+}
+
+/// Shows a file dialog and returns the chosen path (None: cancelled). Called on a worker thread.
+pub trait Dialogs: Send + Sync {
+    fn pick(&self, kind: DialogKind) -> Option<PathBuf>;
+}
+
+/// The system's dialogs through rfd (xdg-desktop-portal or zenity; None where neither exists).
+#[derive(Debug, Default)]
+pub struct SystemDialogs;
+
+impl Dialogs for SystemDialogs {
+    fn pick(&self, kind: DialogKind) -> Option<PathBuf> {
+        let dialog = match kind {
+            DialogKind::OpenModel => rfd::FileDialog::new()
+                .set_title("Open model prototxt")
+                .add_filter("Caffe prototxt", &["prototxt", "pt", "txt"]),
+            DialogKind::OpenWeights => rfd::FileDialog::new()
+                .set_title("Open weights")
+                .add_filter("Caffe weights", &["caffemodel"]),
+        };
+        dialog.add_filter("All files", &["*"]).pick_file()
+    }
+}
+
+/// Dialogs that answer with fixed paths (tests).
+#[derive(Debug, Default, Clone)]
+pub struct FakeDialogs {
+    pub model: Option<PathBuf>,
+    pub weights: Option<PathBuf>,
+}
+
+impl Dialogs for FakeDialogs {
+    fn pick(&self, kind: DialogKind) -> Option<PathBuf> {
+        match kind {
+            DialogKind::OpenModel => self.model.clone(),
+            DialogKind::OpenWeights => self.weights.clone(),
+        }
+    }
+}
