@@ -18,6 +18,12 @@ pub struct Args {
     /// Save a PNG of the whole window once loading and layout are done, then exit (non-zero on any error).
     #[arg(long, value_name = "FILE.png")]
     pub screenshot: Option<PathBuf>,
+    /// Select this layer (and centre the graph on it) once the model is loaded.
+    #[arg(long, value_name = "LAYER")]
+    pub select: Option<String>,
+    /// Pan and zoom through the graph for N frames once loaded, print the frame times and exit.
+    #[arg(long, value_name = "N", hide = true)]
+    pub measure_frames: Option<usize>,
     /// The tab to show.
     #[arg(long, value_enum, default_value_t = TabArg::Graph)]
     pub tab: TabArg,
@@ -69,5 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         weights,
         screenshot: args.screenshot,
         tab,
+        measure_frames: args.measure_frames,
+        select: args.select,
     })
 }

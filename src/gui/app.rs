@@ -63,6 +63,8 @@ pub struct App {
     title: String,
     /// Paths of the files to load next (the weights go with the model).
     weights_for_next: Option<PathBuf>,
+    /// A layer to select once the next load finishes.
+    pub select_after_load: Option<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -90,6 +92,7 @@ impl App {
             tab: Tab::Graph,
             title: String::new(),
             weights_for_next: None,
+            select_after_load: None,
         }
     }
 
@@ -249,6 +252,10 @@ impl App {
         self.error = None;
         self.view = GraphView::default();
         self.loaded = Some(loaded);
+        if let Some(name) = self.select_after_load.take() {
+            self.search = name;
+            self.search_now();
+        }
     }
 
     fn remember_recent(&mut self, path: &Path) {

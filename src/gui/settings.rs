@@ -199,13 +199,13 @@ impl SettingsForm {
 
     fn blob_choice(&mut self, ui: &mut egui::Ui, metrics: &MetricBlobs) {
         let tip = "The top blob that holds the metric (-n); the default is Intel's choice.";
-        ui.label("Metric blob").on_hover_text(tip);
+        let label = ui.label("Metric blob").on_hover_text(tip);
         let shown = if self.config.blob_name.is_empty() {
             "(none in this net)".to_string()
         } else {
             self.config.blob_name.clone()
         };
-        egui::ComboBox::from_id_salt("metric_blob")
+        let r = egui::ComboBox::from_id_salt("metric_blob")
             .selected_text(shown)
             .show_ui(ui, |ui| {
                 for c in &metrics.candidates {
@@ -216,12 +216,13 @@ impl SettingsForm {
                     );
                 }
             });
+        r.response.labelled_by(label.id).on_hover_text(tip);
     }
 }
 
 fn check(ui: &mut egui::Ui, value: &mut bool, label: &str, tip: &str) {
-    ui.label(label).on_hover_text(tip);
-    ui.checkbox(value, "").on_hover_text(tip);
+    let l = ui.label(label).on_hover_text(tip);
+    ui.checkbox(value, "").labelled_by(l.id).on_hover_text(tip);
     ui.end_row();
 }
 
@@ -233,14 +234,15 @@ fn choice<T: Copy + PartialEq>(
     all: &[T],
     name: impl Fn(T) -> &'static str,
 ) {
-    ui.label(label).on_hover_text(tip);
-    egui::ComboBox::from_id_salt(label)
+    let l = ui.label(label).on_hover_text(tip);
+    let r = egui::ComboBox::from_id_salt(label)
         .selected_text(name(*value))
         .show_ui(ui, |ui| {
             for &v in all {
                 ui.selectable_value(value, v, name(v));
             }
         });
+    r.response.labelled_by(l.id).on_hover_text(tip);
     ui.end_row();
 }
 

@@ -84,7 +84,7 @@ pub fn layout(input: &LayoutInput) -> Layout {
     }
     let center_y = |i: usize| top[item_rank[i]] + heights[item_rank[i]] / 2.0;
     let centers: Vec<[f32; 2]> = (0..n).map(|i| [x[i], center_y(i)]).collect();
-    let routes = chains
+    let mut routes: Vec<Vec<[f32; 2]>> = chains
         .iter()
         .map(|chain| {
             let (a, b) = (chain[0], chain[chain.len() - 1]);
@@ -98,6 +98,7 @@ pub fn layout(input: &LayoutInput) -> Layout {
             pts
         })
         .collect();
+    spread_ports(&mut routes, &input.edges, &centers, &input.sizes);
     let width = (0..items.len())
         .map(|i| x[i] + items[i].width / 2.0)
         .fold(0.0, f32::max);
@@ -108,6 +109,42 @@ pub fn layout(input: &LayoutInput) -> Layout {
         rank,
         bounds: [width, top[max_rank + 1] - GAP_Y],
         crossings,
+    }
+}
+
+/// Spreads the ends of edges that meet at one node across the middle of its side (ports), ordered by
+/// where the edges come from, so fan-in and fan-out edges and their labels do not overlap.
+fn spread_ports(
+    routes: &mut [Vec<[f32; 2]>],
+    edges: &[(usize, usize)],
+    centers: &[[f32; 2]],
+    sizes: &[[f32; 2]],
+) {
+    let n = centers.len();
+    for outgoing in [true, false] {
+        let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (k, &(a, b)) in edges.iter().enumerate() {
+            by_node[if outgoing { a } else { b }].push(k);
+        }
+        for (node, list) in by_node.iter_mut().enumerate() {
+            if list.len() < 2 {
+                continue;
+            }
+            // Order by the x of the neighbouring point on each route.
+            let neighbour_x = |k: usize| {
+                let r = &routes[k];
+                if outgoing { r[1][0] } else { r[r.len() - 2][0] }
+            };
+            list.sort_by(|&p, &q| neighbour_x(p).total_cmp(&neighbour_x(q)));
+            let span = sizes[node][0] * 0.6;
+            let step = (span / (list.len() - 1) as f32).min(24.0);
+            let first = centers[node][0] - step * (list.len() - 1) as f32 / 2.0;
+            for (i, &k) in list.iter().enumerate() {
+                let r = &mut routes[k];
+                let end = if outgoing { 0 } else { r.len() - 1 };
+                r[end][0] = first + step * i as f32;
+            }
+        }
     }
 }
 
@@ -338,10 +375,14 @@ mod tests {
         let inp = input(4, &[(0, 1), (1, 2), (2, 3), (0, 3)]);
         let l = layout(&inp);
         assert_sane(&l, &inp);
-        assert_eq!(l.routes[3].len(), 5, "0->3 spans three ranks: two dummies");
+        assert_eq!(
+            l.routes[3].len(),
+            4,
+            "0->3 spans three ranks: source, two dummies, target"
+        );
         // The skip edge does not run through the chain's nodes.
         assert!(
-            l.routes[3][1..4]
+            l.routes[3][1..3]
                 .iter()
                 .all(|p| (p[0] - l.centers[1][0]).abs() > 60.0)
         );

@@ -194,10 +194,14 @@ impl GraphView {
                 ));
             }
             if self.zoom >= 0.5 && !edge.label.is_empty() && route.len() >= 2 {
-                let start = to_screen(route[0]);
+                // At the middle of the first segment: edges leaving one node diverge there.
+                let mid = [
+                    (route[0][0] + route[1][0]) / 2.0,
+                    (route[0][1] + route[1][1]) / 2.0,
+                ];
                 painter.text(
-                    start + vec2(6.0, 4.0),
-                    Align2::LEFT_TOP,
+                    to_screen(mid) + vec2(5.0, 0.0),
+                    Align2::LEFT_CENTER,
                     &edge.label,
                     label_font.clone(),
                     colors.edge_label,
