@@ -7,5 +7,6 @@ pub mod caffe;
 pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod engine;
 pub mod gui;
 pub mod model;

@@ -1,5 +1,8 @@
 //! The command-line client: argument definitions and dispatch to one module per subcommand.
 
+pub mod bench;
+pub mod eval;
+pub mod forward;
 pub mod gui;
 pub mod inspect;
 
@@ -21,6 +24,12 @@ pub enum Command {
     /// Print a model's TEST-phase layers with their top shapes and parameter counts (and, with weights,
     /// each blob's shape and range).
     Inspect(inspect::Args),
+    /// One FP32 forward pass on an input .npy; dump every blob as .npy.
+    Forward(forward::Args),
+    /// Run the TEST net over its data and print the mean of each output blob, as `caffe test` does.
+    Eval(eval::Args),
+    /// Time the FP32 forward pass.
+    Bench(bench::Args),
     /// Open the desktop app (the default when no subcommand is given), on the bundled example unless a
     /// model is given.
     Gui(gui::Args),
@@ -58,11 +67,22 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// Runs `f` on a rayon pool of `threads` workers (None: the global pool, one per core).
+pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    match threads.map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build()) {
+        Some(Ok(pool)) => pool.install(f),
+        _ => f(),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Gui(args)) => gui::run(args),
+        Some(Command::Forward(args)) => forward::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
         None => gui::run(gui::Args::default()),
         Some(Command::LmdbSubset { from, to, count }) => {
             let n =

@@ -1,9 +1,13 @@
-//! Batches for a net's data layer. So far: reading records from LMDB, image sizes from file headers, and
-//! the top shapes of every data layer as Caffe's `DataLayerSetUp` computes them.
+//! Batches for a net's data layer: LMDB records, Datum decoding (raw and JPEG), Caffe's TEST transform,
+//! a prefetching batch reader, image sizes from file headers, and the top shapes of every data layer as
+//! Caffe's `DataLayerSetUp` computes them.
 
+pub mod batches;
+pub mod datum;
 pub mod image;
 pub mod lmdb;
 pub mod shapes;
+pub mod transform;
 
 use std::path::{Path, PathBuf};
 

@@ -14,6 +14,7 @@ pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
+pub use blob::Blob;
 pub use error::ModelError;
 pub use layer::{Category, LayerKind};
 pub use net::{Layer, LayerId, Net, Value, ValueId};

@@ -1,0 +1,107 @@
+//! `int8cal eval`: runs the TEST net over its data for a number of iterations and prints the mean of
+//! each scalar output blob, as `caffe test` does (`accuracy = 0.614`), or JSON with `--json`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use super::ModelArgs;
+use crate::data::shapes::data_tops;
+use crate::engine::feed::DataFeed;
+use crate::engine::session::NoObserver;
+use crate::engine::{Plan, Session};
+use crate::model::Model;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub files: ModelArgs,
+    /// Batches to run (Caffe's default is 50).
+    #[arg(short = 'i', long = "iterations", default_value_t = 50)]
+    pub iterations: usize,
+    /// Report only these output blobs (repeatable).
+    #[arg(short = 'n', long = "blob_name", value_name = "BLOB")]
+    pub blobs: Vec<String>,
+    /// Detection mode (mAP from DetectionEvaluate).
+    #[arg(short = 'd', long = "detection", default_value_t = 0)]
+    pub detection: u8,
+    /// Print `{"iterations": N, "blobs": {...}}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.iterations == 0 {
+        anyhow::bail!("-i must be at least 1");
+    }
+    if args.detection == 1 {
+        anyhow::bail!("detection evaluation (-d 1) is not implemented yet");
+    }
+    let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
+    let plan = Plan::new(&model.net, None)?;
+    let scalars: Vec<(String, usize)> = plan
+        .outputs()
+        .into_iter()
+        .filter(|&v| plan.shapes[v].iter().product::<usize>() == 1)
+        .map(|v| (model.net.values[v].name.clone(), v))
+        .collect();
+    let wanted: Vec<(String, usize)> = if args.blobs.is_empty() {
+        scalars.clone()
+    } else {
+        args.blobs
+            .iter()
+            .map(|b| {
+                scalars
+                    .iter()
+                    .find(|(n, _)| n == b)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = scalars.iter().map(|(n, _)| n.as_str()).collect();
+                        anyhow::anyhow!(
+                            "no output blob '{b}'; the net's scalar outputs are: {}",
+                            names.join(", ")
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let base = args
+        .files
+        .model
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
+    let mut session = Session::new(&plan);
+    let mut sums = vec![0f64; wanted.len()];
+    let bar = indicatif::ProgressBar::new(args.iterations as u64);
+    super::with_threads(args.threads, || -> anyhow::Result<()> {
+        for _ in 0..args.iterations {
+            session.forward(&mut feed, &mut NoObserver)?;
+            for (s, (_, v)) in sums.iter_mut().zip(&wanted) {
+                *s += f64::from(session.values[*v].iter().next().copied().unwrap_or(0.0));
+            }
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let means: BTreeMap<String, f64> = wanted
+        .iter()
+        .zip(&sums)
+        .map(|((n, _), s)| (n.clone(), s / args.iterations as f64))
+        .collect();
+    if args.json {
+        let doc = serde_json::json!({ "iterations": args.iterations, "batch_size": plan.batch, "blobs": means });
+        super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+    } else {
+        let text: String = wanted
+            .iter()
+            .map(|(n, _)| format!("{n} = {}\n", means[n]))
+            .collect();
+        super::emit(&text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

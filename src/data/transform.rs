@@ -1,0 +1,138 @@
+//! Caffe's TEST-phase `transform_param`: centre crop, then (pixel − mean) × scale, with the mean from a
+//! `.binaryproto` mean file (cropped at the same offsets) or per-channel mean values (one value for all
+//! channels). TEST never mirrors.
+
+use std::path::Path;
+
+use ndarray::{Array3, ArrayView3, s};
+use prost::Message;
+
+use super::datum::ColorMode;
+use crate::caffe::{BlobProto, TransformationParameter};
+
+#[derive(Debug, Clone)]
+pub enum Mean {
+    None,
+    Values(Vec<f32>),
+    /// C×H×W, the size of the records.
+    File(Array3<f32>),
+}
+
+/// A transform ready to apply.
+#[derive(Debug, Clone)]
+pub struct Transform {
+    pub scale: f32,
+    pub crop: Option<(usize, usize)>,
+    pub mean: Mean,
+    pub color: ColorMode,
+}
+
+impl Transform {
+    /// Reads the parameters (and the mean file, resolved against `base`).
+    pub fn new(p: &TransformationParameter, base: &Path) -> Result<Self, String> {
+        let mean = if p.mean_file.is_some() {
+            if !p.mean_value.is_empty() {
+                return Err(
+                    "both mean_file and mean_value are given; Caffe accepts only one".into(),
+                );
+            }
+            let path = super::resolve(base, p.mean_file());
+            Mean::File(read_mean_file(&path, base, p.mean_file())?)
+        } else if !p.mean_value.is_empty() {
+            Mean::Values(p.mean_value.clone())
+        } else {
+            Mean::None
+        };
+        let crop = match (p.crop_size(), p.crop_h(), p.crop_w()) {
+            (c, _, _) if c > 0 => Some((c as usize, c as usize)),
+            (_, h, w) if h > 0 && w > 0 => Some((h as usize, w as usize)),
+            _ => None,
+        };
+        let color = match (p.force_color(), p.force_gray()) {
+            (true, true) => return Err("force_color and force_gray are both set".into()),
+            (true, false) => ColorMode::Color,
+            (false, true) => ColorMode::Gray,
+            _ => ColorMode::Native,
+        };
+        Ok(Self {
+            scale: p.scale(),
+            crop,
+            mean,
+            color,
+        })
+    }
+
+    /// Applies the transform to one image (C×H×W), writing into `out` (C×H'×W').
+    pub fn apply(
+        &self,
+        img: ArrayView3<f32>,
+        out: &mut ndarray::ArrayViewMut3<f32>,
+    ) -> Result<(), String> {
+        let (c, h, w) = img.dim();
+        let (oh, ow) = self.crop.unwrap_or((h, w));
+        if oh > h || ow > w {
+            return Err(format!("crop {oh}×{ow} is larger than the image {h}×{w}"));
+        }
+        if out.dim() != (c, oh, ow) {
+            return Err(format!(
+                "the image is {c}×{oh}×{ow} after cropping, the net expects {:?}",
+                out.dim()
+            ));
+        }
+        let (y0, x0) = ((h - oh) / 2, (w - ow) / 2);
+        let view = img.slice(s![.., y0..y0 + oh, x0..x0 + ow]);
+        match &self.mean {
+            Mean::None => out.zip_mut_with(&view, |o, &v| *o = v * self.scale),
+            Mean::Values(m) => {
+                if m.len() != 1 && m.len() != c {
+                    return Err(format!("{} mean values for {c} channels", m.len()));
+                }
+                for ch in 0..c {
+                    let mv = if m.len() == 1 { m[0] } else { m[ch] };
+                    out.slice_mut(s![ch, .., ..])
+                        .zip_mut_with(&view.slice(s![ch, .., ..]), |o, &v| {
+                            *o = (v - mv) * self.scale
+                        });
+                }
+            }
+            Mean::File(mean) => {
+                if mean.dim() != (c, h, w) {
+                    return Err(format!(
+                        "the mean file is {:?}, the records are {c}×{h}×{w}",
+                        mean.dim()
+                    ));
+                }
+                let mv = mean.slice(s![.., y0..y0 + oh, x0..x0 + ow]);
+                ndarray::Zip::from(out)
+                    .and(&view)
+                    .and(&mv)
+                    .for_each(|o, &v, &m| *o = (v - m) * self.scale);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mean `.binaryproto` (a BlobProto 1×C×H×W) as C×H×W.
+fn read_mean_file(path: &Path, base: &Path, given: &str) -> Result<Array3<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "mean file '{given}': {e} (looked in {} and the working directory)",
+            base.display()
+        )
+    })?;
+    let blob = BlobProto::decode(bytes.as_slice())
+        .map_err(|e| format!("{}: not a BlobProto: {e}", path.display()))?;
+    let b = crate::model::blob::from_proto(blob).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shape = b.shape().to_vec();
+    let chw = match shape.as_slice() {
+        [1, c, h, w] | [c, h, w] => (*c, *h, *w),
+        other => {
+            return Err(format!(
+                "{}: mean blob of shape {other:?}, expected 1×C×H×W",
+                path.display()
+            ));
+        }
+    };
+    Array3::from_shape_vec(chw, b.data.into_raw_vec_and_offset().0).map_err(|e| e.to_string())
+}
