@@ -30,6 +30,9 @@ pub struct Args {
     /// Timed passes after 3 warm-up passes.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// Also print where the time goes, per layer type (from one extra pass).
+    #[arg(long)]
+    pub profile: bool,
     /// Print `{"batch": B, "threads": T, "fp32": {"median_ms": …, "min_ms": …}}`.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +59,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             })
             .collect()
     })?;
+    if args.profile {
+        let mut timer = LayerTimer {
+            last: Instant::now(),
+            by_type: std::collections::BTreeMap::new(),
+        };
+        super::with_threads(args.threads, || session.forward(&mut feed, &mut timer))?;
+        let total: f64 = timer.by_type.values().sum();
+        let mut rows: Vec<_> = timer.by_type.into_iter().collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let text: String = rows
+            .iter()
+            .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
+            .collect();
+        eprint!("{text}");
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
@@ -73,6 +91,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Attributes the time between consecutive outputs to the layer type that produced the later one.
+struct LayerTimer {
+    last: Instant,
+    by_type: std::collections::BTreeMap<String, f64>,
+}
+
+impl crate::engine::Observer for LayerTimer {
+    fn output(&mut self, layer: &crate::model::Layer, _: usize, _: &ArrayD<f32>) {
+        let now = Instant::now();
+        *self.by_type.entry(layer.type_name.clone()).or_default() +=
+            (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+    }
 }
 
 /// The same inputs for every pass: the given array tiled to the batch, seeded random values, or one

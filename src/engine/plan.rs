@@ -4,6 +4,7 @@
 use super::error::EngineError;
 use super::ops::conv::Geometry;
 use super::ops::norm::BatchNormConsts;
+use super::ops::post::Post;
 use crate::model::layer::LayerKind;
 use crate::model::{Net, Shape, shape};
 
@@ -21,6 +22,12 @@ pub struct Plan<'n> {
     /// Shape of every value at this batch size.
     pub shapes: Vec<Shape>,
     pub prepared: Vec<Prepared>,
+    /// Steps fused after each layer (in-place BatchNorm / Scale / Bias / ReLU that follow it).
+    pub posts: Vec<Vec<Post>>,
+    /// Layers computed as part of their producer (their steps are in the producer's `posts`).
+    pub folded: Vec<bool>,
+    /// The buffer each value lives in: folded layers write their producer's buffer.
+    pub buffer_of: Vec<usize>,
     pub batch: usize,
 }
 
@@ -82,12 +89,72 @@ impl<'n> Plan<'n> {
                 _ => Prepared::None,
             });
         }
-        Ok(Self {
+        let mut plan = Self {
             net,
             shapes,
             prepared,
+            posts: vec![Vec::new(); net.layers.len()],
+            folded: vec![false; net.layers.len()],
+            buffer_of: (0..net.values.len()).collect(),
             batch,
-        })
+        };
+        plan.fuse();
+        Ok(plan)
+    }
+
+    /// Folds chains of in-place per-channel layers into the layer that produces their input, when
+    /// nothing else reads the intermediate values (so no one can tell the difference).
+    fn fuse(&mut self) {
+        let net = self.net;
+        for (id, l) in net.layers.iter().enumerate() {
+            if l.kind.is_data() || l.tops.len() != 1 || self.folded[id] {
+                continue;
+            }
+            let mut value = l.tops[0];
+            if self.shapes[value].len() < 2 {
+                continue;
+            }
+            loop {
+                let [next] = net.values[value].consumers.as_slice() else {
+                    break;
+                };
+                let f = &net.layers[*next];
+                if f.bottoms.len() != 1 || f.tops.len() != 1 || !f.in_place(net, 0) {
+                    break;
+                }
+                let Some(post) = self.post_for(*next) else {
+                    break;
+                };
+                self.posts[id].push(post);
+                self.folded[*next] = true;
+                self.buffer_of[f.tops[0]] = self.buffer_of[value];
+                value = f.tops[0];
+            }
+        }
+    }
+
+    /// The fused form of a per-channel layer (channel axis 1), if it has one.
+    fn post_for(&self, id: usize) -> Option<Post> {
+        let l = &self.net.layers[id];
+        let blob = |i: usize| {
+            l.blobs
+                .get(i)
+                .map(|b| b.data.iter().copied().collect::<Vec<f32>>())
+        };
+        let per_channel = |a: &crate::model::layer::Affine| a.axis == 1 && a.num_axes == 1;
+        match (&l.kind, &self.prepared[id]) {
+            (LayerKind::BatchNorm(_), Prepared::BatchNorm(k)) => Some(Post::BatchNorm(k.clone())),
+            (LayerKind::Scale(a), _) if per_channel(a) => {
+                let bias = if a.bias_term { Some(blob(1)?) } else { None };
+                Some(Post::Scale(blob(0)?, bias))
+            }
+            (LayerKind::Bias(a), _) if per_channel(a) => Some(Post::Bias(blob(0)?)),
+            (
+                LayerKind::Activation(crate::model::layer::Activation::ReLU { negative_slope }),
+                _,
+            ) => Some(Post::ReLU(*negative_slope)),
+            _ => None,
+        }
     }
 
     /// Values no layer reads: the net's outputs (what `caffe test` reports).

@@ -36,12 +36,22 @@ pub struct Session<'p, 'n> {
 
 impl<'p, 'n> Session<'p, 'n> {
     pub fn new(plan: &'p Plan<'n>) -> Self {
+        // Values that live in another value's buffer get none of their own.
         let values = plan
             .shapes
             .iter()
-            .map(|s| ArrayD::zeros(IxDyn(s)))
+            .enumerate()
+            .map(|(v, s)| {
+                let own = plan.buffer_of[v] == v;
+                ArrayD::zeros(IxDyn(if own { s.as_slice() } else { &[0] }))
+            })
             .collect();
         Self { plan, values }
+    }
+
+    /// The data of a value after the pass.
+    pub fn value(&self, v: ValueId) -> &ArrayD<f32> {
+        &self.values[self.plan.buffer_of[v]]
     }
 
     /// The value a blob name holds at the end of the pass (the last write).
@@ -50,7 +60,7 @@ impl<'p, 'n> Session<'p, 'n> {
         (0..net.values.len())
             .rev()
             .find(|&v| net.values[v].name == name)
-            .map(|v| &self.values[v])
+            .map(|v| self.value(v))
     }
 
     /// One forward pass.
@@ -61,6 +71,13 @@ impl<'p, 'n> Session<'p, 'n> {
     ) -> Result<(), EngineError> {
         let net = self.plan.net;
         for (id, layer) in net.layers.iter().enumerate() {
+            if self.plan.folded[id] {
+                // Computed by its producer; its value shares that buffer.
+                for &t in &layer.tops {
+                    observer.output(layer, t, self.value(t));
+                }
+                continue;
+            }
             let mut tops: Vec<ArrayD<f32>> = layer
                 .tops
                 .iter()
@@ -75,7 +92,7 @@ impl<'p, 'n> Session<'p, 'n> {
             }
             result.map_err(|m| EngineError::layer(layer, m))?;
             for &t in &layer.tops {
-                observer.output(layer, t, &self.values[t]);
+                observer.output(layer, t, self.value(t));
             }
         }
         Ok(())
@@ -86,7 +103,7 @@ impl<'p, 'n> Session<'p, 'n> {
         let input = |i: usize| -> Result<&ArrayD<f32>, String> {
             l.bottoms
                 .get(i)
-                .map(|&b| &self.values[b])
+                .map(|&b| self.value(b))
                 .ok_or_else(|| format!("bottom {i} is missing"))
         };
         let x = || input(0).and_then(contiguous);
@@ -123,7 +140,7 @@ impl<'p, 'n> Session<'p, 'n> {
                     outputs: c.num_output,
                 };
                 if matches!(l.kind, LayerKind::Convolution(_)) {
-                    conv::convolution(x()?, d4(0)?, &filter, g, out);
+                    conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out);
                 } else {
                     let s = top.shape().to_vec();
                     let out = top.as_slice_mut().ok_or("non-contiguous output")?;
@@ -339,6 +356,12 @@ impl<'p, 'n> Session<'p, 'n> {
                     kind_name(other)
                 ));
             }
+        }
+        // Fused steps (the convolution applied its own per image, in cache).
+        if !matches!(l.kind, LayerKind::Convolution(_)) && !plan.posts[id].is_empty() {
+            let channels = plan.shapes[l.tops[0]].get(1).copied().unwrap_or(1);
+            let data = top.as_slice_mut().ok_or("non-contiguous output")?;
+            super::ops::post::apply_all(&plan.posts[id], channels, data);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ pub mod conv;
 pub mod inner_product;
 pub mod norm;
 pub mod pool;
+pub mod post;
 pub mod prior_box;
 pub mod softmax;
 pub mod tensor;
