@@ -114,10 +114,7 @@ impl<'n> Plan<'n> {
             if self.shapes[value].len() < 2 {
                 continue;
             }
-            loop {
-                let [next] = net.values[value].consumers.as_slice() else {
-                    break;
-                };
+            while let [next] = net.values[value].consumers.as_slice() {
                 let f = &net.layers[*next];
                 if f.bottoms.len() != 1 || f.tops.len() != 1 || !f.in_place(net, 0) {
                     break;
