@@ -57,11 +57,11 @@ pub fn with_records(
     Ok(n)
 }
 
-/// The value of the first record in key order.
-pub fn first(dir: &Path) -> Result<Vec<u8>, String> {
+/// The key and value of the first record in key order.
+pub fn first(dir: &Path) -> Result<(String, Vec<u8>), String> {
     let mut out = None;
-    with_records(dir, |_, v| {
-        out = Some(v.to_vec());
+    with_records(dir, |k, v| {
+        out = Some((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
         ControlFlow::Break(())
     })?;
     out.ok_or_else(|| format!("{}: the database is empty", dir.display()))

@@ -83,12 +83,19 @@ fn db_record_size(
         return Err("LevelDB sources are not supported; convert the database to LMDB".into());
     }
     let dir = resolve(base, p.source());
-    let bytes = lmdb::first(&dir)?;
+    if !dir.join("data.mdb").is_file() {
+        return Err(format!(
+            "data source '{}' not found (looked in {} and in the working directory)",
+            p.source(),
+            base.display()
+        ));
+    }
+    let (key, bytes) = lmdb::first(&dir)?;
     let datum = if annotated {
         caffe::AnnotatedDatum::decode(bytes.as_slice())
             .map_err(|e| {
                 format!(
-                    "{}: first record is not an AnnotatedDatum: {e}",
+                    "{}: record '{key}' is not an AnnotatedDatum: {e}",
                     dir.display()
                 )
             })?
@@ -96,17 +103,17 @@ fn db_record_size(
             .unwrap_or_default()
     } else {
         caffe::Datum::decode(bytes.as_slice())
-            .map_err(|e| format!("{}: first record is not a Datum: {e}", dir.display()))?
+            .map_err(|e| format!("{}: record '{key}' is not a Datum: {e}", dir.display()))?
     };
     if datum.encoded() {
         return image::header_size(datum.data())
             .map(|(h, w, c)| (c, h, w))
-            .map_err(|e| format!("{}: first record: {e}", dir.display()));
+            .map_err(|e| format!("{}: record '{key}': {e}", dir.display()));
     }
     let dims = [datum.channels(), datum.height(), datum.width()];
     if dims.iter().any(|&d| d <= 0) {
         return Err(format!(
-            "{}: first record has channels/height/width {dims:?}",
+            "{}: record '{key}' has channels/height/width {dims:?}",
             dir.display()
         ));
     }

@@ -1,5 +1,7 @@
 //! The f32 matrix product the convolution and InnerProduct ops use: ndarray's `general_mat_mul`
 //! (matrixmultiply's blocked kernels, 87 GFLOP/s on one core of this machine per notes/rust-stack.md).
+//! The `gemm` crate was measured in its place (batch 8, 2 threads, interleaved runs): SqueezeNet 153-154 ms
+//! against 136-139 ms here, MobileNet 5.8 against 5.1 ms, ResNet-8 3.2 against 3.4 ms; so this one stays.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 

@@ -8,6 +8,21 @@ use super::ops::post::Post;
 use crate::model::layer::LayerKind;
 use crate::model::{Net, Shape, shape};
 
+/// Why a data layer's shape is unknown: the loader's warning about it, if any.
+fn unknown_shape_reason(net: &Net, l: &crate::model::Layer) -> String {
+    let tag = format!("layer '{}': ", l.name);
+    net.warnings
+        .iter()
+        .find_map(|w| {
+            w.split_once(&tag).map(|(_, reason)| {
+                reason
+                    .trim_end_matches("; shapes that depend on it are unknown")
+                    .to_string()
+            })
+        })
+        .unwrap_or_else(|| "its shape is unknown".into())
+}
+
 /// Constants a layer needs at every batch.
 #[derive(Debug, Clone)]
 pub enum Prepared {
@@ -48,7 +63,7 @@ impl<'n> Plan<'n> {
                         let mut s = net.values[t]
                             .shape
                             .clone()
-                            .ok_or_else(|| err("its shape is unknown".into()))?;
+                            .ok_or_else(|| err(unknown_shape_reason(net, l)))?;
                         // Tops that carry the batch (data, labels) follow the planned batch.
                         if s.first() == Some(&own_batch) && !net.values[t].dynamic {
                             s[0] = batch;

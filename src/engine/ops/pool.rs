@@ -25,37 +25,48 @@ pub fn pooling(
                 .into(),
         );
     }
+    // Window bounds depend only on the output row or column: compute them once per layer.
+    let windows =
+        |len: usize, k: usize, st: usize, p: usize, outs: usize| -> Vec<(usize, usize, f32)> {
+            (0..outs)
+                .map(|o| {
+                    let start = (o * st) as isize - p as isize;
+                    let end = (start + k as isize).min((len + p) as isize);
+                    let size = (end - start) as f32;
+                    (start.max(0) as usize, end.min(len as isize) as usize, size)
+                })
+                .collect()
+        };
+    let rows = windows(h, kernel.0, stride.0, pad.0, oh);
+    let cols = windows(w, kernel.1, stride.1, pad.1, ow);
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .take(n * c)
         .for_each(|(o, plane)| {
-            for py in 0..oh {
-                for px in 0..ow {
-                    let hs = (py * stride.0) as isize - pad.0 as isize;
-                    let ws = (px * stride.1) as isize - pad.1 as isize;
-                    let he = (hs + kernel.0 as isize).min((h + pad.0) as isize);
-                    let we = (ws + kernel.1 as isize).min((w + pad.1) as isize);
-                    let size = ((he - hs) * (we - ws)) as f32;
-                    let (hs, ws) = (hs.max(0) as usize, ws.max(0) as usize);
-                    let (he, we) = (he.min(h as isize) as usize, we.min(w as isize) as usize);
-                    o[py * ow + px] = match method {
+            for (py, &(hs, he, hsize)) in rows.iter().enumerate() {
+                let line = &mut o[py * ow..(py + 1) * ow];
+                for (v, &(ws, we, wsize)) in line.iter_mut().zip(&cols) {
+                    *v = match method {
                         PoolMethod::Max => {
-                            let mut m = f32::NEG_INFINITY;
+                            // Caffe starts from -FLT_MAX and keeps strictly greater values.
+                            let mut m = -f32::MAX;
                             for y in hs..he {
-                                for v in &plane[y * w + ws..y * w + we] {
-                                    m = m.max(*v);
+                                for &e in &plane[y * w + ws..y * w + we] {
+                                    if e > m {
+                                        m = e;
+                                    }
                                 }
                             }
                             m
                         }
                         _ => {
-                            let mut s = 0.0f32;
+                            let mut sum = 0.0f32;
                             for y in hs..he {
-                                for v in &plane[y * w + ws..y * w + we] {
-                                    s += *v;
+                                for &e in &plane[y * w + ws..y * w + we] {
+                                    sum += e;
                                 }
                             }
-                            s / size
+                            sum / (hsize * wsize)
                         }
                     };
                 }

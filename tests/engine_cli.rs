@@ -1,0 +1,162 @@
+//! The engine's commands and their bad input: a missing data source names both places looked at, an
+//! LMDB of other records names the record, an input of the wrong shape or dtype is refused, `-n` lists
+//! the blobs that exist, and `forward --dump` writes every blob with an index (and nothing on failure).
+
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use clap::Parser;
+use int8cal::cli::{Cli, run};
+
+fn int8cal(args: &[&str]) -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::try_parse_from(std::iter::once("int8cal").chain(args.iter().copied()))?;
+    run(cli)
+}
+
+fn err(args: &[&str]) -> String {
+    format!("{:#}", int8cal(args).expect_err("the command should fail"))
+}
+
+#[test]
+fn forward_dumps_every_blob_with_an_index() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("lenet_mnist");
+    let dump = common::scratch("forward_dump");
+    let (m, w, x) = (
+        fx.join("deploy.prototxt"),
+        fx.join("weights.caffemodel"),
+        fx.join("reference/input.npy"),
+    );
+    int8cal(&[
+        "forward",
+        "-m",
+        m.to_str().unwrap(),
+        "-w",
+        w.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+    ])
+    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dump.join("index.json")).unwrap()).unwrap();
+    let index = index.as_object().unwrap();
+    assert!(
+        index.contains_key("prob") && index.contains_key("conv1"),
+        "{index:?}"
+    );
+    for file in index.values() {
+        assert!(dump.join(file.as_str().unwrap()).is_file());
+    }
+}
+
+#[test]
+fn wrong_inputs_are_refused() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("lenet_mnist");
+    let dir = common::scratch("bad_inputs");
+    let (m, w) = (fx.join("deploy.prototxt"), fx.join("weights.caffemodel"));
+    let (m, w) = (m.to_str().unwrap(), w.to_str().unwrap());
+    let wrong_shape = dir.join("wrong_shape.npy");
+    ndarray_npy::write_npy(&wrong_shape, &ndarray::Array4::<f32>::zeros((2, 3, 28, 28))).unwrap();
+    let e = err(&[
+        "forward",
+        "-m",
+        m,
+        "-w",
+        w,
+        "--input",
+        wrong_shape.to_str().unwrap(),
+        "--dump",
+        dir.join("d").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("[2, 3, 28, 28]") && e.contains("does not fit"),
+        "{e}"
+    );
+    let wrong_dtype = dir.join("f64.npy");
+    ndarray_npy::write_npy(&wrong_dtype, &ndarray::Array4::<f64>::zeros((1, 1, 28, 28))).unwrap();
+    let e = err(&[
+        "forward",
+        "-m",
+        m,
+        "-w",
+        w,
+        "--input",
+        wrong_dtype.to_str().unwrap(),
+        "--dump",
+        dir.join("d").to_str().unwrap(),
+    ]);
+    assert!(e.contains("f64.npy") && e.contains("float32"), "{e}");
+    assert!(!dir.join("d").join("index.json").exists());
+}
+
+#[test]
+fn unknown_metric_blob_lists_the_outputs() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("lenet_mnist");
+    let (m, w) = (fx.join("test.prototxt"), fx.join("weights.caffemodel"));
+    let e = err(&[
+        "eval",
+        "-m",
+        m.to_str().unwrap(),
+        "-w",
+        w.to_str().unwrap(),
+        "-i",
+        "1",
+        "-n",
+        "acc",
+    ]);
+    assert!(
+        e.contains("no output blob 'acc'") && e.contains("accuracy") && e.contains("loss"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_data_source_names_both_places() {
+    let dir = common::scratch("missing_source");
+    let text = "layer { name: 'd' type: 'Data' top: 'data' top: 'label' data_param { source: 'nowhere_lmdb' batch_size: 2 backend: LMDB } }\n\
+                layer { name: 'r' type: 'ReLU' bottom: 'data' top: 'r' }";
+    let p = common::write(&dir, "net.prototxt", text);
+    let e = err(&["eval", "-m", p.to_str().unwrap(), "-i", "1"]);
+    let dir = dir.display().to_string();
+    assert!(
+        e.contains("layer 'd'")
+            && e.contains("'nowhere_lmdb' not found")
+            && e.contains(&dir)
+            && e.contains("working directory"),
+        "{e}"
+    );
+}
+
+#[test]
+fn records_that_are_not_datums_name_the_record() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("ssd_face_res10");
+    // An LMDB of AnnotatedDatum read by a plain Data layer: the first record is not a plain Datum image.
+    let dir = common::scratch("not_datum");
+    let lmdb = fx.join("data/test_lmdb");
+    let text = format!(
+        "layer {{ name: 'd' type: 'Data' top: 'data' top: 'label' data_param {{ source: '{}' batch_size: 1 backend: LMDB }} }}\n\
+         layer {{ name: 'r' type: 'ReLU' bottom: 'data' top: 'r' }}",
+        lmdb.display()
+    );
+    let p = common::write(&dir, "net.prototxt", text);
+    let e = err(&["eval", "-m", p.to_str().unwrap(), "-i", "1"]);
+    assert!(
+        e.contains("layer 'd'") && e.contains("record '00000000_") && e.contains("is not a Datum"),
+        "{e}"
+    );
+}
