@@ -63,6 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut timer = LayerTimer {
             last: Instant::now(),
             by_type: std::collections::BTreeMap::new(),
+            by_layer: Vec::new(),
         };
         super::with_threads(args.threads, || session.forward(&mut feed, &mut timer))?;
         let total: f64 = timer.by_type.values().sum();
@@ -72,7 +73,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
             .collect();
-        eprint!("{text}");
+        let mut layers = timer.by_layer;
+        layers.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest: String = layers
+            .iter()
+            .take(8)
+            .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
+            .collect();
+        eprint!("{text}slowest layers:\n{slowest}");
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -97,13 +105,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 struct LayerTimer {
     last: Instant,
     by_type: std::collections::BTreeMap<String, f64>,
+    by_layer: Vec<(String, f64)>,
 }
 
 impl crate::engine::Observer for LayerTimer {
     fn output(&mut self, layer: &crate::model::Layer, _: usize, _: &ArrayD<f32>) {
         let now = Instant::now();
-        *self.by_type.entry(layer.type_name.clone()).or_default() +=
-            (now - self.last).as_secs_f64() * 1e3;
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        *self.by_type.entry(layer.type_name.clone()).or_default() += ms;
+        self.by_layer.push((layer.name.clone(), ms));
         self.last = now;
     }
 }

@@ -6,8 +6,13 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use std::ops::Range;
+
 use super::post::{self, Post};
-use crate::engine::gemm::sgemm;
+use crate::engine::gemm::{sgemm, sgemm_into};
+
+/// Floats of unrolled columns per tile (384 KB): each tile's im2col stays in L2 for its GEMM.
+const TILE_FLOATS: usize = 96 * 1024;
 use crate::model::layer::Conv;
 
 /// Resolved 2-D geometry of a convolution.
@@ -58,36 +63,54 @@ thread_local! {
 }
 
 /// Unrolls one image's channels into columns: rows (c, ky, kx), columns (oy, ox); zeros in the padding.
+/// Each row copies the input columns that fall inside the image and zero-fills the rest.
 fn im2col(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     g: &Geometry,
-    (oh, ow): (usize, usize),
+    rows: Range<usize>,
+    ow: usize,
     col: &mut [f32],
 ) {
+    let oh = rows.len();
     let [kh, kw] = g.kernel;
+    let (sx, dx, px) = (g.stride[1], g.dilation[1], g.pad[1] as isize);
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = ((ch * kh + ky) * kw + kx) * oh * ow;
                 let dst = &mut col[row..row + oh * ow];
-                for oy in 0..oh {
+                let off = (kx * dx) as isize - px;
+                // Output columns whose input column ox·sx + off lies inside the row.
+                let first = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(sx).min(ow)
+                };
+                let end = if (w as isize) <= off {
+                    first
+                } else {
+                    ((w as isize - off) as usize).div_ceil(sx).clamp(first, ow)
+                };
+                for (r, oy) in rows.clone().enumerate() {
                     let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
-                    let line = &mut dst[oy * ow..(oy + 1) * ow];
+                    let line = &mut dst[r * ow..(r + 1) * ow];
                     if iy < 0 || iy >= h as isize {
                         line.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    for (ox, d) in line.iter_mut().enumerate() {
-                        let ix =
-                            (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[1] as isize;
-                        *d = if ix < 0 || ix >= w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
+                    line[..first].fill(0.0);
+                    line[end..].fill(0.0);
+                    let start = (first * sx) as isize + off;
+                    if sx == 1 {
+                        line[first..end]
+                            .copy_from_slice(&src[start as usize..start as usize + end - first]);
+                    } else {
+                        for (i, d) in line[first..end].iter_mut().enumerate() {
+                            *d = src[(start + (i * sx) as isize) as usize];
+                        }
                     }
                 }
             }
@@ -127,12 +150,26 @@ pub fn convolution(
                     let og = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
                     if g.is_pointwise() {
                         sgemm(mg, k, plane, wg, input, og, false);
-                    } else {
-                        if col.len() < k * plane {
-                            col.resize(k * plane, 0.0);
-                        }
-                        im2col(input, (cg, h, w), g, (oh, ow), &mut col[..k * plane]);
-                        sgemm(mg, k, plane, wg, &col[..k * plane], og, false);
+                        continue;
+                    }
+                    // Tiles of whole output rows, so the unrolled columns stay in cache.
+                    let tile_rows = (TILE_FLOATS / (k * ow).max(1)).clamp(1, oh);
+                    if col.len() < k * tile_rows * ow {
+                        col.resize(k * tile_rows * ow, 0.0);
+                    }
+                    for oy0 in (0..oh).step_by(tile_rows) {
+                        let rows = oy0..(oy0 + tile_rows).min(oh);
+                        let cols = rows.len() * ow;
+                        im2col(input, (cg, h, w), g, rows, ow, &mut col[..k * cols]);
+                        sgemm_into(
+                            mg,
+                            k,
+                            cols,
+                            wg,
+                            &col[..k * cols],
+                            &mut og[oy0 * ow..],
+                            plane,
+                        );
                     }
                 }
             });
@@ -153,12 +190,32 @@ fn depthwise(
     out: &mut [f32],
 ) {
     let (oh, ow) = g.out_size(h, w);
+    // A few tasks per thread, each a run of planes (one plane per task is too fine for small maps).
+    let per_task = (n * c / (rayon::current_num_threads() * 4)).max(1);
+    out.par_chunks_mut(per_task * oh * ow)
+        .enumerate()
+        .for_each(|(t, planes)| {
+            for (j, o) in planes.chunks_mut(oh * ow).enumerate() {
+                depthwise_plane(t * per_task + j, x, [c, h, w], f, g, posts, o);
+            }
+        });
+}
+
+/// One output plane `i` (image i / c, channel i % c) of a depthwise convolution.
+fn depthwise_plane(
+    i: usize,
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    f: &Filter,
+    g: &Geometry,
+    posts: &[Post],
+    o: &mut [f32],
+) {
+    let (oh, ow) = g.out_size(h, w);
     let [kh, kw] = g.kernel;
     let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .take(n * c)
-        .for_each(|(i, o)| {
+    {
+        {
             let ch = i % c;
             let plane = &x[i * h * w..(i + 1) * h * w];
             let filt = &f.weights[ch * kh * kw..(ch + 1) * kh * kw];
@@ -207,7 +264,8 @@ fn depthwise(
                 o.iter_mut().for_each(|v| *v += b[ch]);
             }
             post::apply(posts, ch, o);
-        });
+        }
+    }
 }
 
 fn add_bias(o: &mut [f32], bias: Option<&[f32]>, plane: usize) {
@@ -316,6 +374,44 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn large_images_are_tiled_and_still_match_the_definition() {
+        // 3 channels, 7x7 stride 2 over 120x100: the unrolled columns exceed one tile (several tiles).
+        let g = Geometry {
+            kernel: [7, 7],
+            stride: [2, 2],
+            pad: [3, 3],
+            dilation: [1, 1],
+            group: 1,
+        };
+        let (c, m, h, w) = (3, 5, 120, 100);
+        let (oh, ow) = g.out_size(h, w);
+        assert!(c * 49 * oh * ow > TILE_FLOATS, "the case must span tiles");
+        let x: Vec<f32> = (0..c * h * w)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
+            .collect();
+        let wt: Vec<f32> = (0..m * c * 49)
+            .map(|i| ((i * 3 % 17) as f32 - 8.0) * 0.05)
+            .collect();
+        let mut out = vec![0.0; m * oh * ow];
+        convolution(
+            &x,
+            [1, c, h, w],
+            &Filter {
+                weights: &wt,
+                bias: None,
+                outputs: m,
+            },
+            &g,
+            &[],
+            &mut out,
+        );
+        let want = naive(&x, [1, c, h, w], &wt, &g, m);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Ops that move data without arithmetic on it (or with only a sum/product/max): Eltwise, Concat, Slice,
 //! Permute, Crop, Tile, Reduction.
 
+use rayon::prelude::*;
+
 use crate::model::layer::{EltwiseOp, ReductionOp};
 
 pub fn eltwise(
@@ -42,22 +44,23 @@ pub fn eltwise(
     Ok(())
 }
 
-/// Concatenation along `axis`: inputs with shapes equal except at the axis.
+/// Concatenation along `axis`: inputs with shapes equal except at the axis. Each outer index (the
+/// image, for axis 1) is copied in parallel.
 pub fn concat(inputs: &[(&[f32], &[usize])], axis: usize, out: &mut [f32]) {
-    let outer: usize = inputs[0].1[..axis].iter().product();
-    let mut offset = 0;
     let total: usize = inputs
         .iter()
         .map(|(_, d)| d[axis..].iter().product::<usize>())
         .sum();
-    for (x, d) in inputs {
-        let block: usize = d[axis..].iter().product();
-        for o in 0..outer {
-            out[o * total + offset..o * total + offset + block]
-                .copy_from_slice(&x[o * block..(o + 1) * block]);
-        }
-        offset += block;
-    }
+    out.par_chunks_mut(total.max(1))
+        .enumerate()
+        .for_each(|(o, dst)| {
+            let mut offset = 0;
+            for (x, d) in inputs {
+                let block: usize = d[axis..].iter().product();
+                dst[offset..offset + block].copy_from_slice(&x[o * block..(o + 1) * block]);
+                offset += block;
+            }
+        });
 }
 
 /// Slicing along `axis` into outputs with the given sizes at that axis.
