@@ -33,18 +33,6 @@ pub fn sgemm_into(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f
     ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
-/// `c = a × bᵀ` with `b` given as n×k (InnerProduct weights).
-pub fn sgemm_bt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    let (Ok(a), Ok(b), Ok(mut c)) = (
-        ArrayView2::from_shape((m, k), a),
-        ArrayView2::from_shape((n, k), b),
-        ArrayViewMut2::from_shape((m, n), c),
-    ) else {
-        unreachable!("sgemm_bt called with slices that do not match {m}x{k}x{n}");
-    };
-    ndarray::linalg::general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,9 +50,5 @@ mod tests {
                 assert!((c[i * n + j] - want).abs() < 1e-5);
             }
         }
-        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        let mut c2 = vec![0.0; m * n];
-        sgemm_bt(m, k, n, &a, &bt, &mut c2);
-        assert_eq!(c, c2);
     }
 }
