@@ -214,6 +214,17 @@ fn depthwise_plane(
     let (oh, ow) = g.out_size(h, w);
     let [kh, kw] = g.kernel;
     let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
+    if g.kernel == [3, 3] && g.stride == [1, 1] && g.pad == [1, 1] && g.dilation == [1, 1] && w >= 3
+    {
+        let ch = i % c;
+        let plane = &x[i * h * w..(i + 1) * h * w];
+        depthwise_3x3_same(plane, h, w, &f.weights[ch * 9..ch * 9 + 9], o);
+        if let Some(b) = f.bias {
+            o.iter_mut().for_each(|v| *v += b[ch]);
+        }
+        post::apply(posts, ch, o);
+        return;
+    }
     {
         {
             let ch = i % c;
@@ -265,6 +276,92 @@ fn depthwise_plane(
             }
             post::apply(posts, ch, o);
         }
+    }
+}
+
+/// Depthwise 3×3, stride 1, padding 1 (output size = input size), without the bias. Each output adds
+/// its valid terms in (ky, kx) order starting from zero, exactly as the general kernel does, so the
+/// results are identical; interior columns run branch-free so the compiler vectorizes them.
+fn depthwise_3x3_same(plane: &[f32], h: usize, w: usize, k: &[f32], o: &mut [f32]) {
+    for oy in 0..h {
+        // The input rows of taps ky = 0, 1, 2 (None above or below the image).
+        let row = |ky: usize| -> Option<&[f32]> {
+            let iy = (oy + ky).checked_sub(1)?;
+            (iy < h).then(|| &plane[iy * w..(iy + 1) * w])
+        };
+        let rows = [row(0), row(1), row(2)];
+        let out = &mut o[oy * w..(oy + 1) * w];
+        // Edge columns: terms whose input column is outside are skipped.
+        for ox in [0, w - 1] {
+            let mut acc = 0.0f32;
+            for (ky, r) in rows.iter().enumerate() {
+                let Some(r) = r else { continue };
+                for kx in 0..3 {
+                    if let Some(ix) = (ox + kx).checked_sub(1).filter(|&ix| ix < w) {
+                        acc += r[ix] * k[ky * 3 + kx];
+                    }
+                }
+            }
+            out[ox] = acc;
+        }
+        let interior = &mut out[1..w - 1];
+        match rows {
+            [Some(a), Some(b), Some(c)] => interior3(interior, [a, b, c], k),
+            [None, Some(b), Some(c)] => interior2(interior, [b, c], [&k[3..6], &k[6..9]]),
+            [Some(a), Some(b), None] => interior2(interior, [a, b], [&k[0..3], &k[3..6]]),
+            [None, Some(b), None] => interior1(interior, b, &k[3..6]),
+            _ => interior.fill(0.0),
+        }
+    }
+}
+
+fn interior3(out: &mut [f32], [a, b, c]: [&[f32]; 3], k: &[f32]) {
+    let n = out.len();
+    let (a0, a1, a2) = (&a[..n], &a[1..n + 1], &a[2..n + 2]);
+    let (b0, b1, b2) = (&b[..n], &b[1..n + 1], &b[2..n + 2]);
+    let (c0, c1, c2) = (&c[..n], &c[1..n + 1], &c[2..n + 2]);
+    for x in 0..n {
+        let mut acc = 0.0f32;
+        acc += a0[x] * k[0];
+        acc += a1[x] * k[1];
+        acc += a2[x] * k[2];
+        acc += b0[x] * k[3];
+        acc += b1[x] * k[4];
+        acc += b2[x] * k[5];
+        acc += c0[x] * k[6];
+        acc += c1[x] * k[7];
+        acc += c2[x] * k[8];
+        out[x] = acc;
+    }
+}
+
+/// One valid row (an image one row high).
+fn interior1(out: &mut [f32], a: &[f32], k: &[f32]) {
+    let n = out.len();
+    let (a0, a1, a2) = (&a[..n], &a[1..n + 1], &a[2..n + 2]);
+    for x in 0..n {
+        let mut acc = 0.0f32;
+        acc += a0[x] * k[0];
+        acc += a1[x] * k[1];
+        acc += a2[x] * k[2];
+        out[x] = acc;
+    }
+}
+
+/// Two valid rows (the image's first or last row).
+fn interior2(out: &mut [f32], [a, b]: [&[f32]; 2], [ka, kb]: [&[f32]; 2]) {
+    let n = out.len();
+    let (a0, a1, a2) = (&a[..n], &a[1..n + 1], &a[2..n + 2]);
+    let (b0, b1, b2) = (&b[..n], &b[1..n + 1], &b[2..n + 2]);
+    for x in 0..n {
+        let mut acc = 0.0f32;
+        acc += a0[x] * ka[0];
+        acc += a1[x] * ka[1];
+        acc += a2[x] * ka[2];
+        acc += b0[x] * kb[0];
+        acc += b1[x] * kb[1];
+        acc += b2[x] * kb[2];
+        out[x] = acc;
     }
 }
 
@@ -416,50 +513,32 @@ mod tests {
 
     #[test]
     fn grouped_strided_dilated_and_depthwise_match_the_definition() {
+        let geo = |k: usize, s: [usize; 2], p: [usize; 2], d: [usize; 2], group: usize| Geometry {
+            kernel: [k, k],
+            stride: s,
+            pad: p,
+            dilation: d,
+            group,
+        };
+        // (geometry, channels in, channels out, height, width)
         let cases = [
-            (
-                Geometry {
-                    kernel: [3, 3],
-                    stride: [2, 1],
-                    pad: [1, 2],
-                    dilation: [1, 2],
-                    group: 2,
-                },
-                4,
-                6,
-            ),
-            (
-                Geometry {
-                    kernel: [1, 1],
-                    stride: [1, 1],
-                    pad: [0, 0],
-                    dilation: [1, 1],
-                    group: 1,
-                },
-                3,
-                5,
-            ),
-            (
-                Geometry {
-                    kernel: [3, 3],
-                    stride: [1, 1],
-                    pad: [1, 1],
-                    dilation: [1, 1],
-                    group: 4,
-                },
-                4,
-                4,
-            ),
+            (geo(3, [2, 1], [1, 2], [1, 2], 2), 4, 6, 7, 6),
+            (geo(1, [1, 1], [0, 0], [1, 1], 1), 3, 5, 7, 6),
+            (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 7, 6),
+            (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 1, 5),
+            (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 2, 3),
+            (geo(3, [2, 2], [1, 1], [1, 1], 4), 4, 4, 7, 6),
+            (geo(3, [1, 1], [2, 2], [2, 2], 4), 4, 4, 7, 6),
         ];
-        for (g, c, m) in cases {
-            let shape = [2, c, 7, 6];
-            let x: Vec<f32> = (0..2 * c * 42)
+        for (g, c, m, h, w) in cases {
+            let shape = [2, c, h, w];
+            let x: Vec<f32> = (0..2 * c * h * w)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
                 .collect();
             let wt: Vec<f32> = (0..m * (c / g.group) * 9)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
                 .collect();
-            let (oh, ow) = g.out_size(7, 6);
+            let (oh, ow) = g.out_size(h, w);
             let mut out = vec![0.0; 2 * m * oh * ow];
             convolution(
                 &x,
