@@ -128,12 +128,7 @@ fn fixed_inputs(model: &Model, plan: &Plan, args: &Args) -> anyhow::Result<Array
         .iter()
         .any(|l| matches!(l.kind, LayerKind::Data { .. }))
     {
-        let base = args
-            .files
-            .model
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
+        let base = args.files.folder();
         let mut data = DataFeed::start(plan, &base).map_err(anyhow::Error::msg)?;
         for l in net
             .layers

@@ -67,12 +67,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let base = args
-        .files
-        .model
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let base = args.files.folder();
     let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
     let mut session = Session::new(&plan);
     let mut sums = vec![0f64; wanted.len()];

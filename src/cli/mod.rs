@@ -67,6 +67,16 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     }
 }
 
+impl ModelArgs {
+    /// The model's folder, against which its relative data paths resolve.
+    pub fn folder(&self) -> PathBuf {
+        self.model
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
 /// Runs `f` on a rayon pool of `threads` workers (None: the global pool, one per core).
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
     match threads.map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build()) {

@@ -567,9 +567,9 @@ fn permute(b: &[usize], order: &[usize]) -> Result<Shape, String> {
     Ok(full.iter().map(|&i| b[i]).collect())
 }
 
-/// Number of priors per location, as SSD's PriorBox counts them (aspect ratio 1 always, others deduplicated,
-/// flipped ones added, one more per max_size).
-pub fn priors_per_location(p: &crate::caffe::PriorBoxParameter) -> usize {
+/// PriorBox's aspect ratios as SSD expands them: 1 first, then each given ratio once (within 1e-6),
+/// followed by its inverse when `flip`.
+pub fn prior_aspect_ratios(p: &crate::caffe::PriorBoxParameter) -> Vec<f32> {
     let mut ratios = vec![1.0f32];
     for &ar in &p.aspect_ratio {
         if ratios.iter().any(|r| (r - ar).abs() < 1e-6) {
@@ -580,7 +580,12 @@ pub fn priors_per_location(p: &crate::caffe::PriorBoxParameter) -> usize {
             ratios.push(1.0 / ar);
         }
     }
-    ratios.len() * p.min_size.len() + p.max_size.len()
+    ratios
+}
+
+/// Number of priors per location: every aspect ratio per min size, one more per max size.
+pub fn priors_per_location(p: &crate::caffe::PriorBoxParameter) -> usize {
+    prior_aspect_ratios(p).len() * p.min_size.len() + p.max_size.len()
 }
 
 fn prior_box(b: &[usize], p: &crate::caffe::PriorBoxParameter) -> Result<Shape, String> {

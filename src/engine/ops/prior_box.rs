@@ -12,16 +12,7 @@ pub fn prior_box(
     img: [usize; 2],
     out: &mut [f32],
 ) -> Result<(), String> {
-    let mut ratios = vec![1.0f32];
-    for &ar in &p.aspect_ratio {
-        if ratios.iter().any(|r| (r - ar).abs() < 1e-6) {
-            continue;
-        }
-        ratios.push(ar);
-        if p.flip() {
-            ratios.push(1.0 / ar);
-        }
-    }
+    let ratios = crate::model::shape::prior_aspect_ratios(p);
     if !p.max_size.is_empty() && p.max_size.len() != p.min_size.len() {
         return Err(format!(
             "{} max sizes for {} min sizes",

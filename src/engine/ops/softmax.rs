@@ -28,6 +28,19 @@ pub fn softmax(x: &[f32], (outer, ch, inner): (usize, usize, usize), out: &mut [
     }
 }
 
+/// The class index of a label, None when it is the ignored label; an error outside 0..classes.
+fn class_of(label: f32, classes: usize, ignore: Option<i32>) -> Result<Option<usize>, String> {
+    let label = label as i32;
+    if Some(label) == ignore {
+        return Ok(None);
+    }
+    usize::try_from(label)
+        .ok()
+        .filter(|&l| l < classes)
+        .map(Some)
+        .ok_or_else(|| format!("label {label} is outside 0..{classes}"))
+}
+
 /// Top-k accuracy as Caffe counts it: the label's score is beaten by fewer than k scores (ties count
 /// against). Returns (accuracy, per-class accuracies).
 pub fn accuracy(
@@ -41,14 +54,9 @@ pub fn accuracy(
     let (mut per_class, mut per_count) = (vec![0usize; ch], vec![0usize; ch]);
     for o in 0..outer {
         for i in 0..inner {
-            let label = labels[o * inner + i] as i32;
-            if Some(label) == ignore {
+            let Some(l) = class_of(labels[o * inner + i], ch, ignore)? else {
                 continue;
-            }
-            let l = usize::try_from(label)
-                .ok()
-                .filter(|&l| l < ch)
-                .ok_or_else(|| format!("label {label} is outside 0..{ch}"))?;
+            };
             let at = |c: usize| (o * ch + c) * inner + i;
             let truth = scores[at(l)];
             let better = (0..ch).filter(|&c| scores[at(c)] >= truth).count() - 1;
@@ -93,14 +101,9 @@ pub fn softmax_loss(
     let (mut loss, mut valid) = (0.0f32, 0usize);
     for o in 0..outer {
         for i in 0..inner {
-            let label = labels[o * inner + i] as i32;
-            if Some(label) == ignore {
+            let Some(l) = class_of(labels[o * inner + i], ch, ignore)? else {
                 continue;
-            }
-            let l = usize::try_from(label)
-                .ok()
-                .filter(|&l| l < ch)
-                .ok_or_else(|| format!("label {label} is outside 0..{ch}"))?;
+            };
             loss -= prob[(o * ch + l) * inner + i].max(f32::MIN_POSITIVE).ln();
             valid += 1;
         }
