@@ -577,3 +577,63 @@ fn cycle_through(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(
+        phase: Option<Phase>,
+        stages: &[&str],
+        not: &[&str],
+        min: Option<i32>,
+        max: Option<i32>,
+    ) -> NetStateRule {
+        NetStateRule {
+            phase: phase.map(|p| p as i32),
+            stage: stages.iter().map(|s| s.to_string()).collect(),
+            not_stage: not.iter().map(|s| s.to_string()).collect(),
+            min_level: min,
+            max_level: max,
+        }
+    }
+
+    fn state(stages: &[&str], level: i32) -> NetState {
+        NetState {
+            phase: Some(Phase::Test as i32),
+            level: Some(level),
+            stage: stages.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn include_and_exclude_follow_caffes_filter_net() {
+        let include = |r| LayerParameter {
+            include: vec![r],
+            ..Default::default()
+        };
+        let exclude = |r| LayerParameter {
+            exclude: vec![r],
+            ..Default::default()
+        };
+        let s = state(&["deploy"], 1);
+        assert!(included(&LayerParameter::default(), &s).unwrap());
+        assert!(included(&include(rule(Some(Phase::Test), &[], &[], None, None)), &s).unwrap());
+        assert!(!included(&include(rule(Some(Phase::Train), &[], &[], None, None)), &s).unwrap());
+        assert!(!included(&exclude(rule(Some(Phase::Test), &[], &[], None, None)), &s).unwrap());
+        // Stages: all listed stages must be set, no not_stage may be set.
+        assert!(included(&include(rule(None, &["deploy"], &[], None, None)), &s).unwrap());
+        assert!(!included(&include(rule(None, &["deploy", "x"], &[], None, None)), &s).unwrap());
+        assert!(!included(&include(rule(None, &[], &["deploy"], None, None)), &s).unwrap());
+        // Levels are inclusive bounds.
+        assert!(included(&include(rule(None, &[], &[], Some(1), Some(1))), &s).unwrap());
+        assert!(!included(&include(rule(None, &[], &[], Some(2), None)), &s).unwrap());
+        assert!(!included(&include(rule(None, &[], &[], None, Some(0))), &s).unwrap());
+        let both = LayerParameter {
+            include: vec![rule(None, &[], &[], None, None)],
+            exclude: vec![rule(None, &[], &[], None, None)],
+            ..Default::default()
+        };
+        assert!(included(&both, &s).is_err());
+    }
+}
