@@ -143,3 +143,50 @@ fn invalid_setting_shows_its_reason_and_is_not_applied() {
     assert!(h.state().settings.errors.is_empty());
     assert_eq!(h.state().settings.config.accuracy_loss, 0.02);
 }
+
+/// A file dropped on the window (what the windowing integration hands egui).
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn dropping_a_prototxt_and_caffemodel_opens_them() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("lenet_mnist");
+    let mut h = harness(FakeDialogs::default());
+    h.run_steps(2);
+    for p in [fx.join("deploy.prototxt"), fx.join("weights.caffemodel")] {
+        h.input_mut().dropped_files.push(Arc::new(Dropped(p)));
+    }
+    settle(&mut h);
+    let loaded = h
+        .state()
+        .loaded
+        .as_ref()
+        .expect("the dropped model is loaded");
+    assert_eq!(loaded.model.prototxt.path, fx.join("deploy.prototxt"));
+    assert_eq!(
+        loaded.model.weights.as_deref(),
+        Some(fx.join("weights.caffemodel").as_path())
+    );
+    assert!(
+        loaded.model.net.layers.iter().any(|l| !l.blobs.is_empty()),
+        "weights are bound"
+    );
+    // The recent-files list remembers it.
+    assert_eq!(
+        h.state().persisted.recent.first(),
+        Some(&fx.join("deploy.prototxt"))
+    );
+}
