@@ -32,6 +32,8 @@ impl Observer for NoObserver {
 pub struct Session<'p, 'n> {
     plan: &'p Plan<'n>,
     pub values: Vec<ArrayD<f32>>,
+    /// The tops of the layer being computed, taken out of `values` (kept to reuse its allocation).
+    tops: Vec<ArrayD<f32>>,
 }
 
 impl<'p, 'n> Session<'p, 'n> {
@@ -46,7 +48,11 @@ impl<'p, 'n> Session<'p, 'n> {
                 ArrayD::zeros(IxDyn(if own { s.as_slice() } else { &[0] }))
             })
             .collect();
-        Self { plan, values }
+        Self {
+            plan,
+            values,
+            tops: Vec::new(),
+        }
     }
 
     /// The data of a value after the pass.
@@ -78,18 +84,22 @@ impl<'p, 'n> Session<'p, 'n> {
                 }
                 continue;
             }
-            let mut tops: Vec<ArrayD<f32>> = layer
-                .tops
-                .iter()
-                .map(|&t| std::mem::replace(&mut self.values[t], ArrayD::zeros(IxDyn(&[0]))))
-                .collect();
+            let mut tops = std::mem::take(&mut self.tops);
+            tops.clear();
+            tops.extend(
+                layer
+                    .tops
+                    .iter()
+                    .map(|&t| std::mem::replace(&mut self.values[t], ArrayD::zeros(IxDyn(&[0])))),
+            );
             let result = match &layer.kind {
                 LayerKind::Input { .. } | LayerKind::Data { .. } => feed.fill(layer, &mut tops),
                 _ => self.compute(id, layer, &mut tops),
             };
-            for (&t, v) in layer.tops.iter().zip(tops) {
+            for (&t, v) in layer.tops.iter().zip(tops.drain(..)) {
                 self.values[t] = v;
             }
+            self.tops = tops;
             result.map_err(|m| EngineError::layer(layer, m))?;
             for &t in &layer.tops {
                 observer.output(layer, t, self.value(t));
@@ -107,14 +117,10 @@ impl<'p, 'n> Session<'p, 'n> {
                 .ok_or_else(|| format!("bottom {i} is missing"))
         };
         let x = || input(0).and_then(contiguous);
-        let dims = |i: usize| -> Vec<usize> {
-            l.bottoms
-                .get(i)
-                .map(|&b| plan.shapes[b].clone())
-                .unwrap_or_default()
-        };
+        let dims =
+            |i: usize| -> &[usize] { l.bottoms.get(i).map_or(&[], |&b| plan.shapes[b].as_slice()) };
         let d4 = |i: usize| -> Result<[usize; 4], String> {
-            <[usize; 4]>::try_from(dims(i).as_slice())
+            <[usize; 4]>::try_from(dims(i))
                 .map_err(|_| format!("expects a 4-D input, got {:?}", dims(i)))
         };
         let blob = |i: usize| -> Result<&[f32], String> {
@@ -205,7 +211,7 @@ impl<'p, 'n> Session<'p, 'n> {
                     Some(s) => (s, if a.bias_term { Some(blob(0)?) } else { None }),
                     None => (blob(0)?, if a.bias_term { Some(blob(1)?) } else { None }),
                 };
-                norm::affine(&dims(0), a, Some(scale), bias, x()?, out)?;
+                norm::affine(dims(0), a, Some(scale), bias, x()?, out)?;
             }
             LayerKind::Bias(a) => {
                 let b = if l.bottoms.len() > 1 {
@@ -213,7 +219,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 } else {
                     blob(0)?
                 };
-                norm::affine(&dims(0), a, None, Some(b), x()?, out)?;
+                norm::affine(dims(0), a, None, Some(b), x()?, out)?;
             }
             LayerKind::Lrn(p) => norm::lrn(p, x()?, d4(0)?, out)?,
             LayerKind::Normalize {
@@ -241,9 +247,8 @@ impl<'p, 'n> Session<'p, 'n> {
             }
             LayerKind::Concat { axis } => {
                 let a = canonical_axis(*axis, dims(0).len())?;
-                let all_dims: Vec<Vec<usize>> = (0..l.bottoms.len()).map(dims).collect();
                 let inputs = (0..l.bottoms.len())
-                    .map(|i| Ok((input(i).and_then(contiguous)?, all_dims[i].as_slice())))
+                    .map(|i| Ok((input(i).and_then(contiguous)?, dims(i))))
                     .collect::<Result<Vec<_>, String>>()?;
                 tensor::concat(&inputs, a, out);
             }
@@ -257,7 +262,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 }
                 tensor::slice(x()?, &d, a, &mut outs);
             }
-            LayerKind::Permute { order } => tensor::permute(x()?, &dims(0), order, out),
+            LayerKind::Permute { order } => tensor::permute(x()?, dims(0), order, out),
             LayerKind::Crop { axis, offsets } => {
                 let d = dims(0);
                 let a = canonical_axis(*axis, d.len())?;
