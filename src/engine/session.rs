@@ -260,7 +260,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 for t in rest.iter_mut() {
                     outs.push(t.as_slice_mut().ok_or("non-contiguous output")?);
                 }
-                tensor::slice(x()?, &d, a, &mut outs);
+                tensor::slice(x()?, d, a, &mut outs);
             }
             LayerKind::Permute { order } => tensor::permute(x()?, dims(0), order, out),
             LayerKind::Crop { axis, offsets } => {
@@ -280,7 +280,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 let out_dims = top.shape().to_vec();
                 tensor::crop(
                     x()?,
-                    &d,
+                    d,
                     &out_dims,
                     &offs,
                     top.as_slice_mut().ok_or("non-contiguous output")?,
@@ -288,7 +288,7 @@ impl<'p, 'n> Session<'p, 'n> {
             }
             LayerKind::Tile { axis, tiles } => {
                 let d = dims(0);
-                tensor::tile(x()?, &d, canonical_axis(*axis, d.len())?, *tiles, out);
+                tensor::tile(x()?, d, canonical_axis(*axis, d.len())?, *tiles, out);
             }
             LayerKind::Reduction { op, axis, coeff } => {
                 let d = dims(0);
@@ -299,7 +299,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 let d = dims(0);
                 softmax::softmax(
                     x()?,
-                    softmax::split_at_axis(&d, canonical_axis(*axis, d.len())?),
+                    softmax::split_at_axis(d, canonical_axis(*axis, d.len())?),
                     out,
                 );
             }
@@ -314,7 +314,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 let d = dims(0);
                 softmax::argmax(
                     x()?,
-                    softmax::split_at_axis(&d, 1.min(d.len() - 1)),
+                    softmax::split_at_axis(d, 1.min(d.len() - 1)),
                     *top_k,
                     *out_max_val,
                     out,
@@ -326,7 +326,7 @@ impl<'p, 'n> Session<'p, 'n> {
                 ignore_label,
             } => {
                 let d = dims(0);
-                let split = softmax::split_at_axis(&d, canonical_axis(*axis, d.len())?);
+                let split = softmax::split_at_axis(d, canonical_axis(*axis, d.len())?);
                 let (acc, per_class) =
                     softmax::accuracy(x()?, contiguous(input(1)?)?, split, *top_k, *ignore_label)?;
                 out[0] = acc;
@@ -339,7 +339,7 @@ impl<'p, 'n> Session<'p, 'n> {
             LayerKind::Loss(LossKind::SoftmaxWithLoss) => {
                 let d = dims(0);
                 let p = l.proto.softmax_param.as_ref().map_or(1, |s| s.axis());
-                let split = softmax::split_at_axis(&d, canonical_axis(p, d.len())?);
+                let split = softmax::split_at_axis(d, canonical_axis(p, d.len())?);
                 let mut prob = vec![0.0f32; x()?.len()];
                 softmax::softmax(x()?, split, &mut prob);
                 let (ignore, norm) = loss_settings(l);
