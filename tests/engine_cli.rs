@@ -160,3 +160,66 @@ fn records_that_are_not_datums_name_the_record() {
         "{e}"
     );
 }
+
+#[test]
+fn a_folder_of_jpegs_is_transformed_as_the_reference_input() {
+    let Some(root) = common::fixtures() else {
+        return;
+    };
+    let fx = root.join("resnet8_cifar");
+    // The first 8 records' JPEG bytes, named so that file-name order is key order.
+    let images = common::scratch("jpeg_folder");
+    let mut n = 0;
+    int8cal::data::lmdb::with_records(&fx.join("data/test_lmdb"), |_, v| {
+        let datum = <int8cal::caffe::Datum as prost::Message>::decode(v).unwrap();
+        std::fs::write(images.join(format!("{n:02}.jpg")), datum.data()).unwrap();
+        n += 1;
+        if n == 8 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let dump = common::scratch("jpeg_folder_dump");
+    let (m, w, t) = (
+        fx.join("deploy.prototxt"),
+        fx.join("weights.caffemodel"),
+        fx.join("test.prototxt"),
+    );
+    int8cal(&[
+        "forward",
+        "-m",
+        m.to_str().unwrap(),
+        "-w",
+        w.to_str().unwrap(),
+        "--input",
+        images.to_str().unwrap(),
+        "--transform-from",
+        t.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+    ])
+    .unwrap();
+    let ours: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dump.join("data.npy")).unwrap();
+    let reference: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(fx.join("reference/input.npy")).unwrap();
+    assert_eq!(ours.shape(), reference.shape());
+    let err = ours
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= 1e-6, "max difference {err}");
+    // A folder without JPEGs is refused with its name.
+    let empty = common::scratch("no_jpegs");
+    let e = err(&[
+        "forward",
+        "-m",
+        m.to_str().unwrap(),
+        "--input",
+        empty.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(e.contains("no .jpg") && e.contains("no_jpegs"), "{e}");
+}

@@ -154,7 +154,7 @@ fn fixed_inputs(model: &Model, plan: &Plan, args: &Args) -> anyhow::Result<Array
             let shape = &plan.shapes[t];
             let array = match &args.input {
                 Some(path) => {
-                    let (_, x) = super::forward::read_input(net, path)?;
+                    let (_, x) = super::forward::read_input(net, path, None)?;
                     let n = x.shape()[0];
                     let parts: Vec<_> = (0..shape[0])
                         .map(|i| x.index_axis(Axis(0), i % n).insert_axis(Axis(0)))

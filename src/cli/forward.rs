@@ -7,20 +7,26 @@ use std::process::ExitCode;
 use ndarray::ArrayD;
 
 use super::ModelArgs;
+use crate::data::datum::decode_image;
 use crate::data::shapes::data_tops;
+use crate::data::transform::Transform;
 use crate::engine::feed::ArrayFeed;
 use crate::engine::session::NoObserver;
 use crate::engine::{Plan, Session};
 use crate::model::layer::LayerKind;
-use crate::model::{Model, Net, ValueId};
+use crate::model::{Model, Net, Prototxt, ValueId};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub files: ModelArgs,
-    /// The input: a float32 N×C×H×W `.npy` (already transformed). Its batch may differ from the net's.
-    #[arg(long, value_name = "X.npy")]
+    /// The input: a float32 N×C×H×W `.npy` (already transformed; its batch may differ from the net's), or
+    /// a JPEG file, or a folder of JPEGs (in file-name order, one image each).
+    #[arg(long, value_name = "X.npy|IMAGE|DIR")]
     pub input: PathBuf,
+    /// Transform images as this TEST prototxt's data layer does (`transform_param`: crop, mean, scale).
+    #[arg(long, value_name = "TEST.prototxt")]
+    pub transform_from: Option<PathBuf>,
     /// Write every blob here as `<name>.npy` plus `index.json` (the folder may exist).
     #[arg(long, value_name = "DIR")]
     pub dump: PathBuf,
@@ -31,7 +37,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
-    let (input_value, x) = read_input(&model.net, &args.input)?;
+    let (input_value, x) = read_input(&model.net, &args.input, args.transform_from.as_deref())?;
     let batch = x.shape()[0];
     let plan = Plan::new(&model.net, Some(batch))?;
     let mut session = Session::new(&plan);
@@ -43,7 +49,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The net's single Input top and the array for it, checked against the net's C×H×W.
-pub fn read_input(net: &Net, path: &Path) -> anyhow::Result<(ValueId, ArrayD<f32>)> {
+pub fn read_input(
+    net: &Net,
+    path: &Path,
+    transform_from: Option<&Path>,
+) -> anyhow::Result<(ValueId, ArrayD<f32>)> {
     let tops: Vec<ValueId> = net
         .layers
         .iter()
@@ -56,9 +66,12 @@ pub fn read_input(net: &Net, path: &Path) -> anyhow::Result<(ValueId, ArrayD<f32
             tops.len()
         );
     };
+    let want = net.values[*top].shape.clone().unwrap_or_default();
+    if let Some(images) = image_files(path)? {
+        return Ok((*top, read_images(&images, &want, transform_from)?));
+    }
     let x: ArrayD<f32> = ndarray_npy::read_npy(path)
         .map_err(|e| anyhow::anyhow!("{}: {e} (a float32 .npy is expected)", path.display()))?;
-    let want = net.values[*top].shape.clone().unwrap_or_default();
     if x.ndim() != want.len() || x.shape()[1..] != want[1..] || x.shape().first() == Some(&0) {
         anyhow::bail!(
             "{}: shape {:?} does not fit the net's input {:?} (only the batch may differ)",
@@ -68,6 +81,74 @@ pub fn read_input(net: &Net, path: &Path) -> anyhow::Result<(ValueId, ArrayD<f32
         );
     }
     Ok((*top, x))
+}
+
+fn is_jpeg(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+/// The JPEG files an `--input` names (the file, or a folder's JPEGs sorted by name); None for a `.npy`.
+fn image_files(path: &Path) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_jpeg(p))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            anyhow::bail!("{}: the folder has no .jpg or .jpeg files", path.display());
+        }
+        return Ok(Some(files));
+    }
+    Ok(is_jpeg(path).then(|| vec![path.to_path_buf()]))
+}
+
+/// Decodes and transforms images into an N×C×H×W batch for an input of shape `want`.
+fn read_images(
+    files: &[PathBuf],
+    want: &[usize],
+    transform_from: Option<&Path>,
+) -> anyhow::Result<ArrayD<f32>> {
+    let [_, c, h, w] = <[usize; 4]>::try_from(want)
+        .map_err(|_| anyhow::anyhow!("the net's input {want:?} is not N×C×H×W"))?;
+    let transform = match transform_from {
+        Some(p) => data_transform(p)?,
+        None => Transform::new(&Default::default(), Path::new(".")).map_err(anyhow::Error::msg)?,
+    };
+    let mut batch = ndarray::Array4::<f32>::zeros((files.len(), c, h, w));
+    for (i, f) in files.iter().enumerate() {
+        let bytes = std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let img = decode_image(&bytes, transform.color)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut out = batch.index_axis_mut(ndarray::Axis(0), i);
+        transform
+            .apply(img.view(), &mut out)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+    }
+    Ok(batch.into_dyn())
+}
+
+/// The `transform_param` of the first data layer of a TEST prototxt (mean files resolve beside it).
+fn data_transform(test: &Path) -> anyhow::Result<Transform> {
+    let proto = Prototxt::read(test)?;
+    let (param, _) = proto.upgraded();
+    let layer = param
+        .layer
+        .iter()
+        .find(|l| l.transform_param.is_some())
+        .ok_or_else(|| anyhow::anyhow!("{}: no layer has a transform_param", test.display()))?;
+    let base = test.parent().map(Path::to_path_buf).unwrap_or_default();
+    Transform::new(
+        layer
+            .transform_param
+            .as_ref()
+            .unwrap_or(&Default::default()),
+        &base,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: layer '{}': {e}", test.display(), layer.name()))
 }
 
 /// A blob name as a file name: characters outside `[A-Za-z0-9._-]` become `_`.
