@@ -205,11 +205,11 @@ fn a_folder_of_jpegs_is_transformed_as_the_reference_input() {
     let reference: ndarray::ArrayD<f32> =
         ndarray_npy::read_npy(fx.join("reference/input.npy")).unwrap();
     assert_eq!(ours.shape(), reference.shape());
-    let err = ours
+    let diff = ours
         .iter()
         .zip(&reference)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-6, "max difference {err}");
+    assert!(diff <= 1e-6, "max difference {diff}");
     // A folder without JPEGs is refused with its name.
     let empty = common::scratch("no_jpegs");
     let e = err(&[
