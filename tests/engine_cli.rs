@@ -7,16 +7,37 @@
 
 mod common;
 
+use std::path::Path;
+
 use clap::Parser;
 use int8cal::cli::{Cli, run};
 
-fn int8cal(args: &[&str]) -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::try_parse_from(std::iter::once("int8cal").chain(args.iter().copied()))?;
+fn int8cal<S: AsRef<str>>(args: &[S]) -> anyhow::Result<std::process::ExitCode> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("int8cal").chain(args.iter().map(AsRef::as_ref)))?;
     run(cli)
 }
 
-fn err(args: &[&str]) -> String {
+fn err<S: AsRef<str>>(args: &[S]) -> String {
     format!("{:#}", int8cal(args).expect_err("the command should fail"))
+}
+
+/// `forward` on a fixture's deploy net and weights, with an input, a dump folder and extra arguments.
+fn forward(fx: &Path, input: &Path, dump: &Path, extra: &[&str]) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args = vec![
+        "forward".to_string(),
+        "-m".into(),
+        path(&fx.join("deploy.prototxt")),
+        "-w".into(),
+        path(&fx.join("weights.caffemodel")),
+        "--input".into(),
+        path(input),
+        "--dump".into(),
+        path(dump),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 #[test]
@@ -26,23 +47,7 @@ fn forward_dumps_every_blob_with_an_index() {
     };
     let fx = root.join("lenet_mnist");
     let dump = common::scratch("forward_dump");
-    let (m, w, x) = (
-        fx.join("deploy.prototxt"),
-        fx.join("weights.caffemodel"),
-        fx.join("reference/input.npy"),
-    );
-    int8cal(&[
-        "forward",
-        "-m",
-        m.to_str().unwrap(),
-        "-w",
-        w.to_str().unwrap(),
-        "--input",
-        x.to_str().unwrap(),
-        "--dump",
-        dump.to_str().unwrap(),
-    ])
-    .unwrap();
+    int8cal(&forward(&fx, &fx.join("reference/input.npy"), &dump, &[])).unwrap();
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dump.join("index.json")).unwrap()).unwrap();
     let index = index.as_object().unwrap();
@@ -62,38 +67,16 @@ fn wrong_inputs_are_refused() {
     };
     let fx = root.join("lenet_mnist");
     let dir = common::scratch("bad_inputs");
-    let (m, w) = (fx.join("deploy.prototxt"), fx.join("weights.caffemodel"));
-    let (m, w) = (m.to_str().unwrap(), w.to_str().unwrap());
     let wrong_shape = dir.join("wrong_shape.npy");
     ndarray_npy::write_npy(&wrong_shape, &ndarray::Array4::<f32>::zeros((2, 3, 28, 28))).unwrap();
-    let e = err(&[
-        "forward",
-        "-m",
-        m,
-        "-w",
-        w,
-        "--input",
-        wrong_shape.to_str().unwrap(),
-        "--dump",
-        dir.join("d").to_str().unwrap(),
-    ]);
+    let e = err(&forward(&fx, &wrong_shape, &dir.join("d"), &[]));
     assert!(
         e.contains("[2, 3, 28, 28]") && e.contains("does not fit"),
         "{e}"
     );
     let wrong_dtype = dir.join("f64.npy");
     ndarray_npy::write_npy(&wrong_dtype, &ndarray::Array4::<f64>::zeros((1, 1, 28, 28))).unwrap();
-    let e = err(&[
-        "forward",
-        "-m",
-        m,
-        "-w",
-        w,
-        "--input",
-        wrong_dtype.to_str().unwrap(),
-        "--dump",
-        dir.join("d").to_str().unwrap(),
-    ]);
+    let e = err(&forward(&fx, &wrong_dtype, &dir.join("d"), &[]));
     assert!(e.contains("f64.npy") && e.contains("float32"), "{e}");
     assert!(!dir.join("d").join("index.json").exists());
 }
@@ -182,25 +165,8 @@ fn a_folder_of_jpegs_is_transformed_as_the_reference_input() {
     })
     .unwrap();
     let dump = common::scratch("jpeg_folder_dump");
-    let (m, w, t) = (
-        fx.join("deploy.prototxt"),
-        fx.join("weights.caffemodel"),
-        fx.join("test.prototxt"),
-    );
-    int8cal(&[
-        "forward",
-        "-m",
-        m.to_str().unwrap(),
-        "-w",
-        w.to_str().unwrap(),
-        "--input",
-        images.to_str().unwrap(),
-        "--transform-from",
-        t.to_str().unwrap(),
-        "--dump",
-        dump.to_str().unwrap(),
-    ])
-    .unwrap();
+    let test = fx.join("test.prototxt").to_string_lossy().into_owned();
+    int8cal(&forward(&fx, &images, &dump, &["--transform-from", &test])).unwrap();
     let ours: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dump.join("data.npy")).unwrap();
     let reference: ndarray::ArrayD<f32> =
         ndarray_npy::read_npy(fx.join("reference/input.npy")).unwrap();
@@ -212,14 +178,6 @@ fn a_folder_of_jpegs_is_transformed_as_the_reference_input() {
     assert!(diff <= 1e-6, "max difference {diff}");
     // A folder without JPEGs is refused with its name.
     let empty = common::scratch("no_jpegs");
-    let e = err(&[
-        "forward",
-        "-m",
-        m.to_str().unwrap(),
-        "--input",
-        empty.to_str().unwrap(),
-        "--dump",
-        dump.to_str().unwrap(),
-    ]);
+    let e = err(&forward(&fx, &empty, &dump, &[]));
     assert!(e.contains("no .jpg") && e.contains("no_jpegs"), "{e}");
 }
