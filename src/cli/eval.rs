@@ -76,7 +76,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         for _ in 0..args.iterations {
             session.forward(&mut feed, &mut NoObserver)?;
             for (s, (_, v)) in sums.iter_mut().zip(&wanted) {
-                *s += f64::from(session.values[*v].iter().next().copied().unwrap_or(0.0));
+                *s += f64::from(session.value(*v).iter().next().copied().unwrap_or(0.0));
             }
             bar.inc(1);
         }

@@ -171,16 +171,14 @@ fn dump(net: &Net, session: &Session, dir: &Path) -> anyhow::Result<()> {
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         let mut index = std::collections::BTreeMap::new();
-        let mut names: Vec<&str> = net.values.iter().map(|v| v.name.as_str()).collect();
-        names.dedup();
-        let mut seen = std::collections::HashSet::new();
-        for name in names {
-            if !seen.insert(name) {
+        // Walking the values backwards meets each blob name first at its last write: what the blob
+        // holds at the end of the pass.
+        for (v, value) in net.values.iter().enumerate().rev() {
+            let name = value.name.as_str();
+            if index.contains_key(name) {
                 continue;
             }
-            let Some(value) = session.blob(name) else {
-                continue;
-            };
+            let value = session.value(v);
             let file = file_name(name);
             let path = dir.join(&file);
             written.push(path.clone());

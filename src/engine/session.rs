@@ -31,7 +31,8 @@ impl Observer for NoObserver {
 #[derive(Debug)]
 pub struct Session<'p, 'n> {
     plan: &'p Plan<'n>,
-    pub values: Vec<ArrayD<f32>>,
+    /// One buffer per value that owns one (see `Plan::buffer_of`); read values through `value`.
+    values: Vec<ArrayD<f32>>,
     /// The tops of the layer being computed, taken out of `values` (kept to reuse its allocation).
     tops: Vec<ArrayD<f32>>,
 }
@@ -132,6 +133,7 @@ impl<'p, 'n> Session<'p, 'n> {
         let [top, rest @ ..] = tops else {
             return Ok(());
         };
+        let top_shape = plan.shapes[l.tops[0]].as_slice();
         let out = top.as_slice_mut().ok_or("non-contiguous output")?;
         match &l.kind {
             LayerKind::Input { .. } | LayerKind::Data { .. } => {}
@@ -148,20 +150,12 @@ impl<'p, 'n> Session<'p, 'n> {
                 if matches!(l.kind, LayerKind::Convolution(_)) {
                     conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out);
                 } else {
-                    let s = top.shape().to_vec();
-                    let out = top.as_slice_mut().ok_or("non-contiguous output")?;
+                    let s = top_shape;
                     conv::deconvolution(x()?, d4(0)?, &filter, g, [s[2], s[3]], out);
                 }
             }
             LayerKind::Pooling(p) => {
-                let s = top.shape().to_vec();
-                pool::pooling(
-                    p,
-                    x()?,
-                    d4(0)?,
-                    [s[2], s[3]],
-                    top.as_slice_mut().ok_or("non-contiguous output")?,
-                )?;
+                pool::pooling(p, x()?, d4(0)?, [top_shape[2], top_shape[3]], out)?;
             }
             LayerKind::InnerProduct(ip) => {
                 let d = dims(0);
@@ -277,14 +271,7 @@ impl<'p, 'n> Session<'p, 'n> {
                         }
                     })
                     .collect();
-                let out_dims = top.shape().to_vec();
-                tensor::crop(
-                    x()?,
-                    d,
-                    &out_dims,
-                    &offs,
-                    top.as_slice_mut().ok_or("non-contiguous output")?,
-                );
+                tensor::crop(x()?, d, top_shape, &offs, out);
             }
             LayerKind::Tile { axis, tiles } => {
                 let d = dims(0);
@@ -355,16 +342,11 @@ impl<'p, 'n> Session<'p, 'n> {
                 prior_box::prior_box(p, [f[2], f[3]], [i[2], i[3]], out)?;
             }
             LayerKind::Silence | LayerKind::Hdf5Output => {}
-            other => {
-                return Err(format!(
-                    "{} is not supported by the FP32 engine",
-                    kind_name(other)
-                ));
-            }
+            _ => return Err("this layer type is not supported by the FP32 engine".into()),
         }
         // Fused steps (the convolution applied its own per image, in cache).
         if !matches!(l.kind, LayerKind::Convolution(_)) && !plan.posts[id].is_empty() {
-            let channels = plan.shapes[l.tops[0]].get(1).copied().unwrap_or(1);
+            let channels = top_shape.get(1).copied().unwrap_or(1);
             let data = top.as_slice_mut().ok_or("non-contiguous output")?;
             super::ops::post::apply_all(&plan.posts[id], channels, data);
         }
@@ -375,14 +357,6 @@ impl<'p, 'n> Session<'p, 'n> {
 fn contiguous(a: &ArrayD<f32>) -> Result<&[f32], String> {
     a.as_slice()
         .ok_or_else(|| "non-contiguous input".to_string())
-}
-
-fn kind_name(k: &LayerKind) -> String {
-    let s = format!("{k:?}");
-    s.split(['(', ' ', '{'])
-        .next()
-        .unwrap_or("this layer")
-        .to_string()
 }
 
 /// SoftmaxWithLoss's ignore label and normalization (`normalize: false` is the legacy BATCH_SIZE).

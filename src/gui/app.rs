@@ -15,6 +15,7 @@ use super::loader::{LoadJob, Loaded};
 use super::settings::SettingsForm;
 use super::{details, theme};
 use crate::calib::CalibConfig;
+use crate::calib::metric_blob::MetricBlobs;
 
 /// The tabs of the central area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -409,12 +410,12 @@ impl App {
         }
         ui.separator();
         ui.heading("Settings");
+        let no_metrics = MetricBlobs::default();
         let metrics = self
             .loaded
             .as_ref()
-            .map(|l| l.metric_blobs.clone())
-            .unwrap_or_default();
-        if self.settings.ui(ui, &metrics)
+            .map_or(&no_metrics, |l| &l.metric_blobs);
+        if self.settings.ui(ui, metrics)
             && let Some(path) = self.model_path()
         {
             let key = path.display().to_string();

@@ -31,6 +31,8 @@ pub struct Layer {
     pub location: String,
     /// Weights bound from a caffemodel.
     pub blobs: Vec<Blob>,
+    /// Why this data layer's top shapes could not be read from its source (they stay unknown).
+    pub shape_error: Option<String>,
 }
 
 impl Layer {
@@ -159,6 +161,7 @@ impl Net {
                 file_index,
                 location: loc(file_index),
                 blobs: Vec::new(),
+                shape_error: None,
             };
             if layer.name.is_empty() {
                 return Err(layer.error("has no name"));
@@ -234,6 +237,7 @@ impl Net {
         &mut self,
         data_tops: &dyn Fn(&Layer) -> Result<Vec<Shape>, String>,
     ) -> Result<(), ModelError> {
+        let mut source_errors: Vec<(LayerId, String)> = Vec::new();
         for id in 0..self.layers.len() {
             let layer = &self.layers[id];
             let bottoms: Option<Vec<&[usize]>> = layer
@@ -251,6 +255,7 @@ impl Net {
                             layer.location, layer.name
                         );
                         self.warnings.push(w);
+                        source_errors.push((id, e));
                         continue;
                     }
                 },
@@ -289,6 +294,9 @@ impl Net {
                 self.values[t].shape = Some(s);
                 self.values[t].dynamic = dynamic || (annotated && i > 0);
             }
+        }
+        for (id, e) in source_errors {
+            self.layers[id].shape_error = Some(e);
         }
         Ok(())
     }

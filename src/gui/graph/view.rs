@@ -178,8 +178,9 @@ impl GraphView {
         let label_font = FontId::proportional(10.5 * self.zoom);
         for (k, edge) in graph.edges.iter().enumerate() {
             let route = &layout.routes[k];
-            let bbox =
-                Rect::from_points(&route.iter().map(|p| pos2(p[0], p[1])).collect::<Vec<_>>());
+            let bbox = route.iter().fold(Rect::NOTHING, |r, p| {
+                r.union(Rect::from_pos(pos2(p[0], p[1])))
+            });
             if !visible.intersects(bbox.expand(2.0)) {
                 continue;
             }
