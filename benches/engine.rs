@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use int8cal::data::shapes::data_tops;
 use int8cal::engine::feed::ArrayFeed;
-use int8cal::engine::ops::conv::{Filter, Geometry, convolution};
+use int8cal::engine::ops::conv::{Filter, Geometry, convolution, pack_weights};
 use int8cal::engine::session::NoObserver;
 use int8cal::engine::{Plan, Session};
 use int8cal::model::{LayerKind, Model};
@@ -37,12 +37,16 @@ fn conv_case(name: &str, [n, c, h, w]: [usize; 4], m: usize, g: Geometry) {
     let oh = (h + 2 * g.pad[0] - g.kernel[0]) / g.stride[0] + 1;
     let ow = (w + 2 * g.pad[1] - g.kernel[1]) / g.stride[1] + 1;
     let mut out = vec![0.0f32; n * m * oh * ow];
+    let packed = pack_weights(&wt, None, &g, m, c);
     let filter = Filter {
         weights: &wt,
+        packed: &packed,
         bias: None,
         outputs: m,
     };
-    let ms = median_ms(|| convolution(&x, [n, c, h, w], &filter, &g, &[], &mut out));
+    let ms = median_ms(|| {
+        let _ = convolution(&x, [n, c, h, w], &filter, &g, &[], &mut out);
+    });
     let gflops = 2.0 * (n * m * oh * ow * k) as f64 / (ms * 1e6);
     println!("conv {name:<34} {ms:8.3} ms {gflops:7.1} GFLOP/s");
 }
@@ -96,6 +100,12 @@ fn main() {
         "3x3 64->64 56x56 batch 8",
         [8, 64, 56, 56],
         64,
+        g(3, 1, 1, 1),
+    );
+    conv_case(
+        "3x3 32->128 55x55 batch 8",
+        [8, 32, 55, 55],
+        128,
         g(3, 1, 1, 1),
     );
     conv_case(

@@ -30,7 +30,7 @@ pub struct Args {
     /// Timed passes after 3 warm-up passes.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// Also print where the time goes, per layer type (from one extra pass).
+    /// Also print where the time goes, per layer type and slowest layers (mean of `--runs` extra passes).
     #[arg(long)]
     pub profile: bool,
     /// Print `{"batch": B, "threads": T, "fp32": {"median_ms": …, "min_ms": …}}`.
@@ -63,9 +63,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut timer = LayerTimer {
             last: Instant::now(),
             by_type: std::collections::BTreeMap::new(),
-            by_layer: Vec::new(),
+            by_layer: std::collections::BTreeMap::new(),
         };
-        super::with_threads(args.threads, || session.forward(&mut feed, &mut timer))?;
+        super::with_threads(args.threads, || -> anyhow::Result<()> {
+            for _ in 0..args.runs {
+                timer.last = Instant::now();
+                session.forward(&mut feed, &mut timer)?;
+            }
+            Ok(())
+        })?;
+        timer.scale(1.0 / args.runs as f64);
         let total: f64 = timer.by_type.values().sum();
         let mut rows: Vec<_> = timer.by_type.into_iter().collect();
         rows.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -73,11 +80,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
             .collect();
-        let mut layers = timer.by_layer;
+        let mut layers: Vec<_> = timer.by_layer.into_iter().collect();
         layers.sort_by(|a, b| b.1.total_cmp(&a.1));
         let slowest: String = layers
             .iter()
-            .take(8)
+            .take(80)
             .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
             .collect();
         eprint!("{text}slowest layers:\n{slowest}");
@@ -105,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 struct LayerTimer {
     last: Instant,
     by_type: std::collections::BTreeMap<String, f64>,
-    by_layer: Vec<(String, f64)>,
+    by_layer: std::collections::BTreeMap<String, f64>,
 }
 
 impl crate::engine::Observer for LayerTimer {
@@ -113,8 +120,15 @@ impl crate::engine::Observer for LayerTimer {
         let now = Instant::now();
         let ms = (now - self.last).as_secs_f64() * 1e3;
         *self.by_type.entry(layer.type_name.clone()).or_default() += ms;
-        self.by_layer.push((layer.name.clone(), ms));
+        *self.by_layer.entry(layer.name.clone()).or_default() += ms;
         self.last = now;
+    }
+}
+
+impl LayerTimer {
+    fn scale(&mut self, factor: f64) {
+        let all = self.by_type.values_mut().chain(self.by_layer.values_mut());
+        all.for_each(|ms| *ms *= factor);
     }
 }
 

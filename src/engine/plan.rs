@@ -2,8 +2,10 @@
 //! prepared once (convolution geometry, BatchNorm's folded statistics).
 
 use super::error::EngineError;
-use super::ops::conv::Geometry;
+use super::gemm::PackedA;
+use super::ops::conv::{self, Geometry};
 use super::ops::norm::BatchNormConsts;
+use super::ops::pool;
 use super::ops::post::Post;
 use crate::model::layer::LayerKind;
 use crate::model::{Net, Shape, shape};
@@ -27,8 +29,10 @@ fn unknown_shape_reason(net: &Net, l: &crate::model::Layer) -> String {
 #[derive(Debug, Clone)]
 pub enum Prepared {
     None,
-    Conv(Geometry),
+    /// The geometry, and for a Convolution its weights packed per group (Deconvolution: none).
+    Conv(Geometry, Vec<PackedA>),
     BatchNorm(BatchNormConsts),
+    Pool(pool::Windows),
 }
 
 #[derive(Debug)]
@@ -93,13 +97,30 @@ impl<'n> Plan<'n> {
                     if l.bottoms.first().is_some_and(|&b| shapes[b].len() != 4) || c.axis != 1 {
                         return Err(err("only 2-D convolutions over axis 1 are supported".into()));
                     }
-                    Prepared::Conv(Geometry::of(c).map_err(err)?)
+                    let g = Geometry::of(c).map_err(err)?;
+                    let packed = match (&l.kind, l.blobs.first(), l.bottoms.first()) {
+                        (LayerKind::Convolution(_), Some(w), Some(&b)) => {
+                            let weights = w.data.as_slice().unwrap_or(&[]);
+                            let bias = l.blobs.get(1).and_then(|b| b.data.as_slice());
+                            let bias = bias.filter(|_| c.bias_term);
+                            conv::pack_weights(weights, bias, &g, c.num_output, shapes[b][1])
+                        }
+                        _ => Vec::new(),
+                    };
+                    Prepared::Conv(g, packed)
                 }
                 LayerKind::BatchNorm(b) => {
                     if b.use_global_stats == Some(false) {
                         return Err(err("use_global_stats: false normalises with the batch's own statistics, which is training behaviour".into()));
                     }
                     Prepared::BatchNorm(BatchNormConsts::new(&l.blobs, b.eps).map_err(err)?)
+                }
+                LayerKind::Pooling(p) => {
+                    let (b, t) = (&shapes[l.bottoms[0]], &shapes[l.tops[0]]);
+                    if b.len() != 4 {
+                        return Err(err(format!("expects a 4-D input, got {b:?}")));
+                    }
+                    Prepared::Pool(pool::Windows::new(p, [b[2], b[3]], [t[2], t[3]]).map_err(err)?)
                 }
                 _ => Prepared::None,
             });

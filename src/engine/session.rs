@@ -138,24 +138,29 @@ impl<'p, 'n> Session<'p, 'n> {
         match &l.kind {
             LayerKind::Input { .. } | LayerKind::Data { .. } => {}
             LayerKind::Convolution(c) | LayerKind::Deconvolution(c) => {
-                let Prepared::Conv(g) = &plan.prepared[id] else {
+                let Prepared::Conv(g, packed) = &plan.prepared[id] else {
                     return Err("not planned".into());
                 };
                 let bias = if c.bias_term { Some(blob(1)?) } else { None };
                 let filter = conv::Filter {
                     weights: blob(0)?,
+                    packed,
                     bias,
                     outputs: c.num_output,
                 };
                 if matches!(l.kind, LayerKind::Convolution(_)) {
-                    conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out);
+                    conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out)?;
                 } else {
                     let s = top_shape;
                     conv::deconvolution(x()?, d4(0)?, &filter, g, [s[2], s[3]], out);
                 }
             }
-            LayerKind::Pooling(p) => {
-                pool::pooling(p, x()?, d4(0)?, [top_shape[2], top_shape[3]], out)?;
+            LayerKind::Pooling(_) => {
+                let Prepared::Pool(windows) = &plan.prepared[id] else {
+                    return Err("not planned".into());
+                };
+                let [_, _, h, w] = d4(0)?;
+                pool::pooling(windows, x()?, [h, w], out);
             }
             LayerKind::InnerProduct(ip) => {
                 let d = dims(0);
@@ -346,9 +351,8 @@ impl<'p, 'n> Session<'p, 'n> {
         }
         // Fused steps (the convolution applied its own per image, in cache).
         if !matches!(l.kind, LayerKind::Convolution(_)) && !plan.posts[id].is_empty() {
-            let channels = top_shape.get(1).copied().unwrap_or(1);
             let data = top.as_slice_mut().ok_or("non-contiguous output")?;
-            super::ops::post::apply_all(&plan.posts[id], channels, data);
+            super::ops::post::apply_all(&plan.posts[id], top_shape, data);
         }
         Ok(())
     }

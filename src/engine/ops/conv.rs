@@ -1,18 +1,17 @@
-//! Convolution and Deconvolution in NCHW: im2col + GEMM per image and group (1×1 stride-1 unpadded
-//! convolutions multiply the input directly), a direct kernel for depthwise convolutions, bias added per
-//! output channel. Images run in parallel; the im2col buffer is per thread and reused.
+//! Convolution and Deconvolution in NCHW. A convolution is a GEMM per image and group of weights packed
+//! once per plan: 1×1 stride-1 unpadded convolutions multiply the input directly; every other geometry
+//! reads the rows of its unrolled matrix in place from the image split into stride phases
+//! (`PhaseGrid`), without unrolling it. Depthwise convolutions run direct loops. Bias and a leading
+//! ReLU are applied as the GEMM stores. Images run in parallel; buffers are per thread and reused.
+//! Deconvolution is a GEMM followed by col2im.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use std::ops::Range;
-
 use super::post::{self, Post};
-use crate::engine::gemm::{sgemm, sgemm_into};
+use crate::engine::gemm::{PackedA, Rows, Scratch, gemm_rows, gemm_strided, sgemm};
 
-/// Floats of unrolled columns per tile (384 KB): each tile's im2col stays in L2 for its GEMM.
-const TILE_FLOATS: usize = 96 * 1024;
 use crate::model::layer::Conv;
 
 /// Resolved 2-D geometry of a convolution.
@@ -45,77 +44,59 @@ impl Geometry {
         (o(h, 0), o(w, 1))
     }
 
+    fn is_depthwise(&self, channels: usize, outputs: usize) -> bool {
+        self.group == channels && self.group == outputs && self.group > 1
+    }
+
     fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0]
     }
 }
 
-/// A convolution's weights, optional bias and number of output channels.
+/// A convolution's weights (plain, and packed per group by `pack_weights`), optional bias and number of
+/// output channels.
 #[derive(Debug, Clone, Copy)]
 pub struct Filter<'a> {
     pub weights: &'a [f32],
+    pub packed: &'a [PackedA],
     pub bias: Option<&'a [f32]>,
     pub outputs: usize,
 }
 
 thread_local! {
-    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static GEMM: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static PHASED: RefCell<Phased> = RefCell::new(Phased::default());
+    static PHASES: RefCell<Phases> = RefCell::new(Phases::default());
 }
 
-/// Unrolls one image's channels into columns: rows (c, ky, kx), columns (oy, ox); zeros in the padding.
-/// Each row copies the input columns that fall inside the image and zero-fills the rest.
-fn im2col(
-    x: &[f32],
-    (c, h, w): (usize, usize, usize),
+/// The weights (and bias) of each group packed for the GEMM (none for depthwise convolutions, which
+/// run a direct loop over the plain weights).
+pub fn pack_weights(
+    weights: &[f32],
+    bias: Option<&[f32]>,
     g: &Geometry,
-    rows: Range<usize>,
-    ow: usize,
-    col: &mut [f32],
-) {
-    let oh = rows.len();
-    let [kh, kw] = g.kernel;
-    let (sx, dx, px) = (g.stride[1], g.dilation[1], g.pad[1] as isize);
-    for ch in 0..c {
-        let plane = &x[ch * h * w..(ch + 1) * h * w];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = ((ch * kh + ky) * kw + kx) * oh * ow;
-                let dst = &mut col[row..row + oh * ow];
-                let off = (kx * dx) as isize - px;
-                // Output columns whose input column ox·sx + off lies inside the row.
-                let first = if off >= 0 {
-                    0
-                } else {
-                    ((-off) as usize).div_ceil(sx).min(ow)
-                };
-                let end = if (w as isize) <= off {
-                    first
-                } else {
-                    ((w as isize - off) as usize).div_ceil(sx).clamp(first, ow)
-                };
-                for (r, oy) in rows.clone().enumerate() {
-                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
-                    let line = &mut dst[r * ow..(r + 1) * ow];
-                    if iy < 0 || iy >= h as isize {
-                        line.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    line[..first].fill(0.0);
-                    line[end..].fill(0.0);
-                    let start = (first * sx) as isize + off;
-                    if sx == 1 {
-                        line[first..end]
-                            .copy_from_slice(&src[start as usize..start as usize + end - first]);
-                    } else {
-                        for (i, d) in line[first..end].iter_mut().enumerate() {
-                            *d = src[(start + (i * sx) as isize) as usize];
-                        }
-                    }
-                }
-            }
-        }
+    outputs: usize,
+    channels: usize,
+) -> Vec<PackedA> {
+    if g.is_depthwise(channels, outputs) || outputs == 0 {
+        return Vec::new();
     }
+    let (mg, k) = (
+        outputs / g.group,
+        channels / g.group * g.kernel[0] * g.kernel[1],
+    );
+    weights
+        .chunks(mg * k)
+        .take(g.group)
+        .enumerate()
+        .map(|(gi, w)| {
+            let packed = PackedA::new(w, mg, k);
+            match bias {
+                Some(b) if b.len() >= outputs => packed.with_bias(&b[gi * mg..(gi + 1) * mg]),
+                _ => packed,
+            }
+        })
+        .collect()
 }
 
 /// Forward convolution. `x` is N×C×H×W, `weights` M×(C/g)×kh×kw, `out` N×M×OH×OW.
@@ -126,58 +107,178 @@ pub fn convolution(
     g: &Geometry,
     posts: &[Post],
     out: &mut [f32],
-) {
+) -> Result<(), String> {
     let Filter {
-        weights,
+        packed,
         bias,
         outputs: m,
+        ..
     } = *f;
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
-    if g.group == c && g.group == m && g.group > 1 {
-        return depthwise(x, [n, c, h, w], f, g, posts, out);
+    if g.is_depthwise(c, m) {
+        depthwise(x, [n, c, h, w], f, g, posts, out);
+        return Ok(());
     }
-    let (cg, mg) = (c / g.group, m / g.group);
+    let cg = c / g.group;
     let k = cg * g.kernel[0] * g.kernel[1];
+    if packed.len() != g.group || packed.iter().any(|p| p.depth() != k) {
+        return Err(format!(
+            "the packed weights do not fit {} groups of depth {k}",
+            g.group
+        ));
+    }
+    // A leading ReLU is applied by the GEMM as it stores (after the bias, which it then must add too).
+    let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0)
+        && (bias.is_none() || packed.iter().all(PackedA::has_bias));
+    let rest = if relu { &posts[1..] } else { posts };
     out.par_chunks_mut(m * plane)
         .zip(x.par_chunks(c * h * w))
         .take(n)
         .for_each(|(o, img)| {
-            COLUMNS.with_borrow_mut(|col| {
-                for gi in 0..g.group {
+            GEMM.with_borrow_mut(|scratch| {
+                for (gi, wg) in packed.iter().enumerate() {
                     let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-                    let wg = &weights[gi * mg * k..(gi + 1) * mg * k];
-                    let og = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
+                    let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
                     if g.is_pointwise() {
-                        sgemm(mg, k, plane, wg, input, og, false);
-                        continue;
-                    }
-                    // Tiles of whole output rows, so the unrolled columns stay in cache.
-                    let tile_rows = (TILE_FLOATS / (k * ow).max(1)).clamp(1, oh);
-                    if col.len() < k * tile_rows * ow {
-                        col.resize(k * tile_rows * ow, 0.0);
-                    }
-                    for oy0 in (0..oh).step_by(tile_rows) {
-                        let rows = oy0..(oy0 + tile_rows).min(oh);
-                        let cols = rows.len() * ow;
-                        im2col(input, (cg, h, w), g, rows, ow, &mut col[..k * cols]);
-                        sgemm_into(
-                            mg,
-                            k,
-                            cols,
-                            wg,
-                            &col[..k * cols],
-                            &mut og[oy0 * ow..],
-                            plane,
-                        );
+                        gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
+                    } else {
+                        PHASED.with_borrow_mut(|buf| {
+                            let out = (og, relu);
+                            phased(wg, input, (cg, h, w), g, buf, scratch, out);
+                        });
                     }
                 }
             });
-            add_bias(o, bias, plane);
+            if !packed.iter().all(PackedA::has_bias) {
+                add_bias(o, bias, plane);
+            }
             for (ch, p) in o.chunks_mut(plane).enumerate() {
-                post::apply(posts, ch, p);
+                post::apply(rest, ch, p);
             }
         });
+    Ok(())
+}
+
+/// A zero-padded plane split into its stride phases: phase (r, s) holds the padded rows ≡ r (mod the
+/// vertical stride) and columns ≡ s (mod the horizontal stride), each phase hq × wq. Tap (ky, kx) of
+/// output (oy, ox) then reads one phase at (oy + ky·dy / sy, ox + kx·dx / sx): the same phase at a fixed
+/// shift for every output, so a tap over all outputs is one contiguous run, on a grid of width wq
+/// (the columns past ow are computed and dropped).
+#[derive(Debug, Clone, Copy)]
+struct PhaseGrid {
+    hq: usize,
+    wq: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl PhaseGrid {
+    fn new(g: &Geometry, [h, w]: [usize; 2]) -> Self {
+        let (oh, ow) = g.out_size(h, w);
+        let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
+        // Large enough for the padded plane and for the furthest tap of the last output.
+        let hq = (h + 2 * py)
+            .div_ceil(sy)
+            .max(oh + (g.kernel[0] - 1) * dy / sy);
+        let wq = (w + 2 * px)
+            .div_ceil(sx)
+            .max(ow + (g.kernel[1] - 1) * dx / sx);
+        Self {
+            hq,
+            wq,
+            stride: g.stride,
+            pad: g.pad,
+            dilation: g.dilation,
+        }
+    }
+
+    /// Floats of one channel's phases.
+    fn len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.hq * self.wq
+    }
+
+    /// Where tap (ky, kx) of output (0, 0) reads, within one channel's phases.
+    fn tap(&self, ky: usize, kx: usize) -> usize {
+        let ([sy, sx], [dy, dx]) = (self.stride, self.dilation);
+        let (ty, tx) = (ky * dy, kx * dx);
+        ((ty % sy) * sx + tx % sx) * self.hq * self.wq + (ty / sy) * self.wq + tx / sx
+    }
+
+    /// Writes a plane's phases into `out` (one channel's length, zeroed beforehand).
+    fn split(&self, plane: &[f32], w: usize, out: &mut [f32]) {
+        let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
+        for (y, row) in plane.chunks(w).enumerate() {
+            let yp = y + py;
+            let base = ((yp % sy) * sx * hq + yp / sy) * wq;
+            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run.
+            for phase in 0..sx {
+                let x0 = (phase + sx - px % sx) % sx;
+                let dst = base + phase * hq * wq + (x0 + px) / sx;
+                let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
+                let taps = row.iter().skip(x0).step_by(sx);
+                line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+            }
+        }
+    }
+}
+
+/// Buffers of the convolution path: the phases of the image, the row starts, one tile of wide output.
+#[derive(Debug, Default)]
+struct Phased {
+    image: Vec<f32>,
+    starts: Vec<usize>,
+    wide: Vec<f32>,
+}
+
+/// Floats of wide output per tile (256 KB, in L2 until copied out).
+const WIDE_FLOATS: usize = 64 * 1024;
+
+/// One group of one image without unrolling columns: row (c, ky, kx) of the unrolled matrix is the
+/// image's phases (`PhaseGrid`) shifted by c·(phase length) + tap(ky, kx), so the GEMM reads its rows
+/// in place; the wide output is copied out in tiles of whole rows.
+fn phased(
+    wg: &PackedA,
+    input: &[f32],
+    (c, h, w): (usize, usize, usize),
+    g: &Geometry,
+    buf: &mut Phased,
+    scratch: &mut Scratch,
+    (og, relu): (&mut [f32], bool),
+) {
+    let (oh, ow) = g.out_size(h, w);
+    let grid = PhaseGrid::new(g, [h, w]);
+    let (len, wq) = (grid.len(), grid.wq);
+    buf.image.clear();
+    buf.image.resize(c * len, 0.0);
+    for (src, dst) in input.chunks(h * w).zip(buf.image.chunks_mut(len)) {
+        grid.split(src, w, dst);
+    }
+    buf.starts.clear();
+    for ch in 0..c {
+        for ky in 0..g.kernel[0] {
+            for kx in 0..g.kernel[1] {
+                buf.starts.push(ch * len + grid.tap(ky, kx));
+            }
+        }
+    }
+    let m = wg.rows();
+    let tile_rows = (WIDE_FLOATS / (m * wq).max(1)).clamp(1, oh);
+    for oy0 in (0..oh).step_by(tile_rows) {
+        let rows = tile_rows.min(oh - oy0);
+        // The wide columns of these output rows, without the dropped tail of the last one.
+        let n = (rows - 1) * wq + ow;
+        buf.wide.resize(m * n, 0.0);
+        let b = Rows::new(&buf.image[oy0 * wq..], &buf.starts);
+        gemm_rows(wg, &b, n, (&mut buf.wide, n), relu, scratch);
+        for (ch, wide) in buf.wide.chunks(n).enumerate() {
+            for r in 0..rows {
+                let dst = (ch * oh + oy0 + r) * ow;
+                og[dst..dst + ow].copy_from_slice(&wide[r * wq..r * wq + ow]);
+            }
+        }
+    }
 }
 
 /// One filter per channel: a direct loop is faster than a GEMM of one row.
@@ -211,71 +312,61 @@ fn depthwise_plane(
     posts: &[Post],
     o: &mut [f32],
 ) {
-    let (oh, ow) = g.out_size(h, w);
+    let ch = i % c;
+    let plane = &x[i * h * w..(i + 1) * h * w];
     let [kh, kw] = g.kernel;
-    let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
+    let filt = &f.weights[ch * kh * kw..(ch + 1) * kh * kw];
     if g.kernel == [3, 3] && g.stride == [1, 1] && g.pad == [1, 1] && g.dilation == [1, 1] && w >= 3
     {
-        let ch = i % c;
-        let plane = &x[i * h * w..(i + 1) * h * w];
-        depthwise_3x3_same(plane, h, w, &f.weights[ch * 9..ch * 9 + 9], o);
-        if let Some(b) = f.bias {
-            o.iter_mut().for_each(|v| *v += b[ch]);
-        }
-        post::apply(posts, ch, o);
-        return;
+        depthwise_3x3_same(plane, h, w, filt, o);
+    } else {
+        PHASES.with_borrow_mut(|ph| depthwise_phased(plane, [h, w], filt, g, ph, o));
     }
-    {
-        {
-            let ch = i % c;
-            let plane = &x[i * h * w..(i + 1) * h * w];
-            let filt = &f.weights[ch * kh * kw..(ch + 1) * kh * kw];
-            o.fill(0.0);
-            for oy in 0..oh {
-                let row = &mut o[oy * ow..(oy + 1) * ow];
-                // Terms are added in (ky, kx) order for every output, as the plain definition does.
-                for ky in 0..kh {
-                    let iy = (oy * sy + ky * dy) as isize - py as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    for kx in 0..kw {
-                        let wk = filt[ky * kw + kx];
-                        let off = (kx * dx) as isize - px as isize;
-                        // Outputs whose input column ox·sx + off lies inside the row.
-                        let first = if off >= 0 {
-                            0
-                        } else {
-                            (-off as usize).div_ceil(sx)
-                        };
-                        let end = if (w as isize) <= off {
-                            0
-                        } else {
-                            ((w as isize - off) as usize).div_ceil(sx).min(ow)
-                        };
-                        if first >= end {
-                            continue;
-                        }
-                        if sx == 1 {
-                            let s0 = (first as isize + off) as usize;
-                            row[first..end]
-                                .iter_mut()
-                                .zip(&src[s0..s0 + end - first])
-                                .for_each(|(o, &v)| *o += v * wk);
-                        } else {
-                            for (ox, o) in row.iter_mut().enumerate().take(end).skip(first) {
-                                *o += src[((ox * sx) as isize + off) as usize] * wk;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(b) = f.bias {
-                o.iter_mut().for_each(|v| *v += b[ch]);
-            }
-            post::apply(posts, ch, o);
+    if let Some(b) = f.bias {
+        o.iter_mut().for_each(|v| *v += b[ch]);
+    }
+    post::apply(posts, ch, o);
+}
+
+/// Buffers of `depthwise_phased`: the phases and the wide output.
+#[derive(Debug, Default)]
+struct Phases {
+    planes: Vec<f32>,
+    wide: Vec<f32>,
+}
+
+/// Any depthwise geometry with whole-plane vector loops over the plane's phases (`PhaseGrid`): each
+/// tap is one multiply-add over all outputs. Every output adds its terms in (ky, kx) order from zero,
+/// as the definition does; a padded term adds ±0, which leaves the sum unchanged.
+fn depthwise_phased(
+    plane: &[f32],
+    [h, w]: [usize; 2],
+    filt: &[f32],
+    g: &Geometry,
+    ph: &mut Phases,
+    o: &mut [f32],
+) {
+    let (oh, ow) = g.out_size(h, w);
+    let grid = PhaseGrid::new(g, [h, w]);
+    ph.planes.clear();
+    ph.planes.resize(grid.len(), 0.0);
+    grid.split(plane, w, &mut ph.planes);
+    let n = (oh - 1) * grid.wq + ow;
+    ph.wide.clear();
+    ph.wide.resize(n, 0.0);
+    for ky in 0..g.kernel[0] {
+        for kx in 0..g.kernel[1] {
+            let at = grid.tap(ky, kx);
+            let wk = filt[ky * g.kernel[1] + kx];
+            let src = &ph.planes[at..at + n];
+            ph.wide
+                .iter_mut()
+                .zip(src)
+                .for_each(|(acc, &v)| *acc += v * wk);
         }
+    }
+    for (oy, line) in o.chunks_mut(ow).enumerate() {
+        line.copy_from_slice(&ph.wide[oy * grid.wq..oy * grid.wq + ow]);
     }
 }
 
@@ -387,6 +478,7 @@ pub fn deconvolution(
         weights,
         bias,
         outputs: m,
+        ..
     } = *f;
     let (cg, mg) = (c / g.group, m / g.group);
     let [kh, kw] = g.kernel;
@@ -475,7 +567,7 @@ mod tests {
 
     #[test]
     fn large_images_are_tiled_and_still_match_the_definition() {
-        // 3 channels, 7x7 stride 2 over 120x100: the unrolled columns exceed one tile (several tiles).
+        // 3 channels, 7x7 stride 2 over 120x100 into 40 channels: the output spans several tiles.
         let g = Geometry {
             kernel: [7, 7],
             stride: [2, 2],
@@ -483,9 +575,9 @@ mod tests {
             dilation: [1, 1],
             group: 1,
         };
-        let (c, m, h, w) = (3, 5, 120, 100);
+        let (c, m, h, w) = (3, 40, 120, 100);
         let (oh, ow) = g.out_size(h, w);
-        assert!(c * 49 * oh * ow > TILE_FLOATS, "the case must span tiles");
+        assert!(m * oh * ow > WIDE_FLOATS, "the case must span tiles");
         let x: Vec<f32> = (0..c * h * w)
             .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
             .collect();
@@ -498,13 +590,15 @@ mod tests {
             [1, c, h, w],
             &Filter {
                 weights: &wt,
+                packed: &pack_weights(&wt, None, &g, m, c),
                 bias: None,
                 outputs: m,
             },
             &g,
             &[],
             &mut out,
-        );
+        )
+        .unwrap();
         let want = naive(&x, [1, c, h, w], &wt, &g, m);
         for (a, b) in out.iter().zip(&want) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
@@ -524,6 +618,11 @@ mod tests {
         let cases = [
             (geo(3, [2, 1], [1, 2], [1, 2], 2), 4, 6, 7, 6),
             (geo(1, [1, 1], [0, 0], [1, 1], 1), 3, 5, 7, 6),
+            // Stride 1 (the shifted-rows path): plain, dilated with uneven padding, grouped, and a
+            // map smaller than one strip of columns.
+            (geo(3, [1, 1], [1, 1], [1, 1], 1), 3, 10, 9, 40),
+            (geo(3, [1, 1], [2, 0], [2, 1], 2), 4, 6, 7, 6),
+            (geo(3, [1, 1], [0, 0], [1, 1], 1), 2, 9, 3, 3),
             (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 7, 6),
             (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 1, 5),
             (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 2, 3),
@@ -545,13 +644,15 @@ mod tests {
                 shape,
                 &Filter {
                     weights: &wt,
+                    packed: &pack_weights(&wt, None, &g, m, c),
                     bias: None,
                     outputs: m,
                 },
                 &g,
                 &[],
                 &mut out,
-            );
+            )
+            .unwrap();
             let want = naive(&x, shape, &wt, &g, m);
             let depthwise = g.group == c && c == m;
             for (a, b) in out.iter().zip(&want) {

@@ -5,7 +5,7 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
-use crate::engine::gemm::sgemm;
+use crate::engine::gemm::{has_dot_kernel, row_dots, sgemm};
 
 /// Output columns per parallel block, at least this many so each block is a worthwhile GEMM.
 const MIN_BLOCK: usize = 64;
@@ -21,6 +21,8 @@ pub fn inner_product(
 ) {
     if transpose {
         sgemm(m, k, n, x, weights, out, false);
+    } else if has_dot_kernel() {
+        row_dots(x, [m, k], weights, n, out);
     } else {
         let block = n
             .div_ceil(rayon::current_num_threads() * 2)

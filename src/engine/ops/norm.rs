@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::pool::pooling;
+use super::pool::{Windows, pooling};
 use crate::model::Blob;
 use crate::model::layer::{Affine, Lrn, NormRegion, Pool, PoolMethod};
 
@@ -144,7 +144,7 @@ pub fn lrn(p: &Lrn, x: &[f32], [n, c, h, w]: [usize; 4], out: &mut [f32]) -> Res
                 avg_include_pad: true,
             };
             let mut avg = vec![0.0f32; x.len()];
-            pooling(&pool, &sq, [n, c, h, w], [h, w], &mut avg)?;
+            pooling(&Windows::new(&pool, [h, w], [h, w])?, &sq, [h, w], &mut avg);
             out.par_iter_mut()
                 .zip(x.par_iter().zip(avg.par_iter()))
                 .for_each(|(o, (&v, &a))| *o = v * (1.0 + p.alpha * a).powf(-p.beta));

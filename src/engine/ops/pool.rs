@@ -6,78 +6,199 @@ use rayon::prelude::*;
 
 use crate::model::layer::{Pool, PoolMethod};
 
-pub fn pooling(
-    p: &Pool,
-    x: &[f32],
-    [n, c, h, w]: [usize; 4],
-    [oh, ow]: [usize; 2],
-    out: &mut [f32],
-) -> Result<(), String> {
-    let (kernel, stride, pad) = if p.global {
-        ((h, w), (1, 1), (0, 0))
-    } else {
-        (p.kernel.ok_or("kernel_size is required")?, p.stride, p.pad)
-    };
-    let method = p.method;
-    if method == PoolMethod::Stochastic {
-        return Err(
-            "STOCHASTIC pooling is for training; at TEST Caffe's CPU code does not implement it"
-                .into(),
-        );
+/// One axis of a pooling layer's windows, worked out once per plan.
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    /// Per output index: the first and past-the-last input index inside the image, and the divisor
+    /// of an average (the window clipped to the padded input, or to the image without `avg_include_pad`).
+    windows: Vec<(usize, usize, f32)>,
+    /// Per kernel tap: the outputs whose tap falls inside the image, and the input index of the first.
+    taps: Vec<(usize, usize, usize)>,
+    stride: usize,
+}
+
+impl Axis {
+    fn new(
+        len: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        outs: usize,
+        include_pad: bool,
+    ) -> Self {
+        let windows = (0..outs)
+            .map(|o| {
+                let start = (o * stride) as isize - pad as isize;
+                let end = (start + k as isize).min((len + pad) as isize);
+                let (first, last) = (start.max(0) as usize, end.min(len as isize) as usize);
+                let size = if include_pad {
+                    (end - start) as f32
+                } else {
+                    (last - first) as f32
+                };
+                (first, last, size)
+            })
+            .collect();
+        let taps = (0..k)
+            .map(|t| {
+                let off = t as isize - pad as isize;
+                let first = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(stride).min(outs)
+                };
+                let end = if (len as isize) <= off {
+                    first
+                } else {
+                    ((len as isize - off) as usize)
+                        .div_ceil(stride)
+                        .clamp(first, outs)
+                };
+                (
+                    first,
+                    end,
+                    (first as isize * stride as isize + off).max(0) as usize,
+                )
+            })
+            .collect();
+        Self {
+            windows,
+            taps,
+            stride,
+        }
     }
-    // Window bounds depend only on the output row or column: compute them once per layer.
-    let windows =
-        |len: usize, k: usize, st: usize, p: usize, outs: usize| -> Vec<(usize, usize, f32)> {
-            (0..outs)
-                .map(|o| {
-                    let start = (o * st) as isize - p as isize;
-                    let end = (start + k as isize).min((len + p) as isize);
-                    let size = (end - start) as f32;
-                    (start.max(0) as usize, end.min(len as isize) as usize, size)
-                })
-                .collect()
+}
+
+/// A pooling layer's windows at its input size (rows and columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Windows {
+    method: PoolMethod,
+    rows: Axis,
+    cols: Axis,
+}
+
+impl Windows {
+    pub fn new(p: &Pool, [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Result<Self, String> {
+        let (kernel, stride, pad) = if p.global {
+            ((h, w), (1, 1), (0, 0))
+        } else {
+            (p.kernel.ok_or("kernel_size is required")?, p.stride, p.pad)
         };
-    let rows = windows(h, kernel.0, stride.0, pad.0, oh);
-    let cols = windows(w, kernel.1, stride.1, pad.1, ow);
+        if p.method == PoolMethod::Stochastic {
+            return Err(
+                "STOCHASTIC pooling is for training; at TEST Caffe's CPU code does not implement it"
+                    .into(),
+            );
+        }
+        let include = p.avg_include_pad;
+        Ok(Self {
+            method: p.method,
+            rows: Axis::new(h, kernel.0, stride.0, pad.0, oh, include),
+            cols: Axis::new(w, kernel.1, stride.1, pad.1, ow, include),
+        })
+    }
+}
+
+/// Pools N·C planes of h×w (`x`) into `out`, planes in parallel. Each output row gathers its window rows
+/// one kernel column at a time over all outputs (a strided run the compiler vectorizes); every output
+/// still takes its terms in Caffe's order, row by row and left to right.
+pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
+    let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
+    let max = win.method == PoolMethod::Max;
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
-        .take(n * c)
         .for_each(|(o, plane)| {
-            for (py, &(hs, he, hsize)) in rows.iter().enumerate() {
-                let line = &mut o[py * ow..(py + 1) * ow];
-                for (v, &(ws, we, wsize)) in line.iter_mut().zip(&cols) {
-                    *v = match method {
-                        PoolMethod::Max => {
-                            // Caffe starts from -FLT_MAX and keeps strictly greater values.
-                            let mut m = -f32::MAX;
-                            for y in hs..he {
-                                for &e in &plane[y * w + ws..y * w + we] {
-                                    if e > m {
-                                        m = e;
-                                    }
-                                }
+            for (&(hs, he, hsize), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
+                // Caffe's MAX starts from -FLT_MAX and keeps strictly greater values.
+                line.fill(if max { -f32::MAX } else { 0.0 });
+                if win.cols.taps.len() > ow {
+                    // Wider windows than outputs (global pooling): each output's window at once.
+                    for (o, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
+                        for y in hs..he {
+                            let run = plane[y * w + ws..y * w + we].iter();
+                            if max {
+                                *o = run.fold(*o, |m, &v| if v > m { v } else { m });
+                            } else {
+                                *o = run.fold(*o, |s, &v| s + v);
                             }
-                            m
                         }
-                        _ => {
-                            let mut sum = 0.0f32;
-                            for y in hs..he {
-                                for &e in &plane[y * w + ws..y * w + we] {
-                                    sum += e;
-                                }
-                            }
-                            sum / (hsize * wsize)
+                    }
+                }
+                for y in (hs..he).filter(|_| win.cols.taps.len() <= ow) {
+                    let src = &plane[y * w..(y + 1) * w];
+                    for &(first, end, start) in &win.cols.taps {
+                        if first >= end {
+                            continue;
                         }
-                    };
+                        let taps = src[start..].iter().step_by(win.cols.stride);
+                        let outs = line[first..end].iter_mut().zip(taps);
+                        if max {
+                            outs.for_each(|(o, &v)| *o = if v > *o { v } else { *o });
+                        } else {
+                            outs.for_each(|(o, &v)| *o += v);
+                        }
+                    }
+                }
+                if !max {
+                    for (v, &(_, _, wsize)) in line.iter_mut().zip(&win.cols.windows) {
+                        *v /= hsize * wsize;
+                    }
                 }
             }
         });
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(p: &Pool, x: &[f32], [n, c, h, w]: [usize; 4], out_hw: [usize; 2]) -> Vec<f32> {
+        let mut out = vec![f32::NAN; n * c * out_hw[0] * out_hw[1]];
+        pooling(
+            &Windows::new(p, [h, w], out_hw).unwrap(),
+            x,
+            [h, w],
+            &mut out,
+        );
+        out
+    }
+
+    /// Caffe's loops, written out per output.
+    fn naive(p: &Pool, x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
+        let ((kh, kw), (sh, sw), (ph, pw)) = (p.kernel.unwrap(), p.stride, p.pad);
+        let mut out = Vec::new();
+        for plane in x.chunks(h * w) {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (hs, ws) = (
+                        (oy * sh) as isize - ph as isize,
+                        (ox * sw) as isize - pw as isize,
+                    );
+                    let he = (hs + kh as isize).min((h + ph) as isize);
+                    let we = (ws + kw as isize).min((w + pw) as isize);
+                    let size = ((he - hs) * (we - ws)) as f32;
+                    let (hs, ws, he, we) =
+                        (hs.max(0), ws.max(0), he.min(h as isize), we.min(w as isize));
+                    let (mut m, mut sum) = (-f32::MAX, 0.0f32);
+                    for y in hs..he {
+                        for xx in ws..we {
+                            let v = plane[y as usize * w + xx as usize];
+                            if v > m {
+                                m = v;
+                            }
+                            sum += v;
+                        }
+                    }
+                    out.push(if p.method == PoolMethod::Max {
+                        m
+                    } else {
+                        sum / size
+                    });
+                }
+            }
+        }
+        out
+    }
 
     #[test]
     fn average_counts_padding_but_not_overhang() {
@@ -90,16 +211,66 @@ mod tests {
             pad: (1, 1),
             avg_include_pad: true,
         };
-        let mut out = vec![0.0; 4];
-        pooling(&p, &[1.0; 9], [1, 1, 3, 3], [2, 2], &mut out).unwrap();
         // Top-left window covers 1 real pixel of a 2x2 padded window: 1/4.
-        assert_eq!(out, vec![0.25, 0.5, 0.5, 1.0]);
+        assert_eq!(
+            run(&p, &[1.0; 9], [1, 1, 3, 3], [2, 2]),
+            vec![0.25, 0.5, 0.5, 1.0]
+        );
+        // Intel's avg_include_pad: false divides by the pixels inside the image.
+        let no_pad = Pool {
+            avg_include_pad: false,
+            ..p
+        };
+        assert_eq!(run(&no_pad, &[1.0; 9], [1, 1, 3, 3], [2, 2]), vec![1.0; 4]);
         let max = Pool {
             method: PoolMethod::Max,
             ..p
         };
         let x: Vec<f32> = (0..9).map(|i| i as f32).collect();
-        pooling(&max, &x, [1, 1, 3, 3], [2, 2], &mut out).unwrap();
-        assert_eq!(out, vec![0.0, 2.0, 6.0, 8.0]);
+        assert_eq!(
+            run(&max, &x, [1, 1, 3, 3], [2, 2]),
+            vec![0.0, 2.0, 6.0, 8.0]
+        );
+    }
+
+    #[test]
+    fn windows_match_caffes_loops() {
+        // (kernel, stride, pad, h, w): SqueezeNet's 3/2 with ceil rounding, padded, odd and global-like.
+        let cases = [
+            (13, 1, 0, 13, 13),
+            (3, 2, 0, 111, 111),
+            (3, 2, 1, 8, 7),
+            (2, 2, 0, 5, 5),
+            (3, 1, 1, 4, 6),
+            (5, 3, 2, 9, 4),
+            (4, 4, 0, 4, 4),
+        ];
+        for (k, s, pad, h, w) in cases {
+            for method in [PoolMethod::Max, PoolMethod::Ave] {
+                let p = Pool {
+                    method,
+                    global: false,
+                    kernel: Some((k, k)),
+                    stride: (s, s),
+                    pad: (pad, pad),
+                    avg_include_pad: true,
+                };
+                let out_hw = {
+                    let shape = crate::model::shape::infer(
+                        &crate::model::layer::LayerKind::Pooling(p.clone()),
+                        &[&[2, 3, h, w]],
+                        1,
+                    )
+                    .unwrap();
+                    [shape[0][2], shape[0][3]]
+                };
+                let x: Vec<f32> = (0..6 * h * w)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.1)
+                    .collect();
+                let got = run(&p, &x, [2, 3, h, w], out_hw);
+                let want = naive(&p, &x, [h, w], out_hw);
+                assert_eq!(got, want, "{method:?} k{k} s{s} p{pad} {h}x{w}");
+            }
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! it is still in cache. Each step does the same arithmetic, in the same order, as the layer it replaces,
 //! so fusing does not change results.
 
+use rayon::prelude::*;
+
 use super::norm::BatchNormConsts;
 
 #[derive(Debug, Clone)]
@@ -37,16 +39,30 @@ pub fn apply(posts: &[Post], c: usize, plane: &mut [f32]) {
     }
 }
 
-/// Applies the steps to a whole N×C×(spatial) buffer.
-pub fn apply_all(posts: &[Post], channels: usize, data: &mut [f32]) {
-    if posts.is_empty() || channels == 0 {
+/// Applies the steps to a whole buffer of `shape` N×C×(spatial…), planes in parallel.
+pub fn apply_all(posts: &[Post], shape: &[usize], data: &mut [f32]) {
+    let channels = shape.get(1).copied().unwrap_or(1);
+    let plane: usize = shape.iter().skip(2).product();
+    if posts.is_empty() || channels == 0 || plane == 0 {
         return;
     }
-    let plane = data.len() / channels;
-    let per_image = channels * plane;
-    for image in data.chunks_mut(per_image.max(1)) {
-        for (c, p) in image.chunks_mut(plane.max(1)).enumerate() {
-            apply(posts, c, p);
-        }
+    data.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(i, p)| apply(posts, i % channels, p));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_buffers_take_each_channels_own_constants_in_every_image() {
+        // 2 images × 3 channels × 2 values; channel c is scaled by c + 1 and shifted by 10·c.
+        let post = Post::Scale(vec![1.0, 2.0, 3.0], Some(vec![0.0, 10.0, 20.0]));
+        let mut data = vec![1.0f32; 12];
+        apply_all(&[post], &[2, 3, 2], &mut data);
+        let want = [1.0, 1.0, 12.0, 12.0, 23.0, 23.0];
+        assert_eq!(data[..6], want);
+        assert_eq!(data[6..], want);
     }
 }

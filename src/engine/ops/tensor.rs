@@ -5,10 +5,13 @@ use rayon::prelude::*;
 
 use crate::model::layer::{EltwiseOp, ReductionOp};
 
-pub fn eltwise(
+/// Elements per parallel block of Eltwise (64 KB: large enough to be worth a task).
+const ELTWISE_BLOCK: usize = 16 * 1024;
+
+pub fn eltwise<'a>(
     op: EltwiseOp,
     coeff: &[f32],
-    inputs: &[&[f32]],
+    inputs: &[&'a [f32]],
     out: &mut [f32],
 ) -> Result<(), String> {
     if !coeff.is_empty() && (coeff.len() != inputs.len() || op != EltwiseOp::Sum) {
@@ -18,29 +21,39 @@ pub fn eltwise(
             inputs.len()
         ));
     }
-    let c = |i: usize| coeff.get(i).copied().unwrap_or(1.0);
-    match op {
-        EltwiseOp::Sum => {
-            out.iter_mut()
-                .zip(inputs[0])
-                .for_each(|(o, &v)| *o = c(0) * v);
-            for (i, x) in inputs.iter().enumerate().skip(1) {
-                out.iter_mut().zip(*x).for_each(|(o, &v)| *o += c(i) * v);
-            }
-        }
-        EltwiseOp::Prod => {
-            out.copy_from_slice(inputs[0]);
-            for x in &inputs[1..] {
-                out.iter_mut().zip(*x).for_each(|(o, &v)| *o *= v);
-            }
-        }
-        EltwiseOp::Max => {
-            out.copy_from_slice(inputs[0]);
-            for x in &inputs[1..] {
-                out.iter_mut().zip(*x).for_each(|(o, &v)| *o = o.max(v));
-            }
-        }
+    if inputs.is_empty() || inputs.iter().any(|x| x.len() != out.len()) {
+        return Err("the inputs must all have the output's size".into());
     }
+    let c = |i: usize| coeff.get(i).copied().unwrap_or(1.0);
+    // Blocks of the output in parallel; within a block the inputs are combined in order, as Caffe does.
+    out.par_chunks_mut(ELTWISE_BLOCK)
+        .enumerate()
+        .for_each(|(b, o)| {
+            let range = b * ELTWISE_BLOCK..b * ELTWISE_BLOCK + o.len();
+            let part = |x: &'a [f32]| -> &'a [f32] { &x[range.clone()] };
+            match op {
+                EltwiseOp::Sum => {
+                    o.iter_mut()
+                        .zip(part(inputs[0]))
+                        .for_each(|(o, &v)| *o = c(0) * v);
+                    for (i, x) in inputs.iter().enumerate().skip(1) {
+                        o.iter_mut().zip(part(x)).for_each(|(o, &v)| *o += c(i) * v);
+                    }
+                }
+                EltwiseOp::Prod => {
+                    o.copy_from_slice(part(inputs[0]));
+                    for x in &inputs[1..] {
+                        o.iter_mut().zip(part(x)).for_each(|(o, &v)| *o *= v);
+                    }
+                }
+                EltwiseOp::Max => {
+                    o.copy_from_slice(part(inputs[0]));
+                    for x in &inputs[1..] {
+                        o.iter_mut().zip(part(x)).for_each(|(o, &v)| *o = o.max(v));
+                    }
+                }
+            }
+        });
     Ok(())
 }
 
