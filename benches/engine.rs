@@ -1,10 +1,11 @@
-//! FP32 engine speed: the convolution kernels on typical shapes (3×3, 1×1, depthwise, 7×7/2 stem) and
-//! a whole-model forward of each fixture at batch 8, on the current rayon pool (set RAYON_NUM_THREADS).
-//! Run with `cargo bench --bench engine`; each line is the median of 20 runs after 3 warm-up runs.
+//! FP32 engine speed with divan: the convolution kernels on typical shapes (3×3, SqueezeNet's expand,
+//! 1×1, depthwise, strided depthwise, the 7×7/2 stem) and a whole-model forward of each fixture at
+//! batch 8, on the current rayon pool. Run with `RAYON_NUM_THREADS=2 cargo bench --bench engine`;
+//! for side-by-side ratios against OpenCV, `bash ../shared/checks/speed_fp32.sh`.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
+use divan::Bencher;
 use int8cal::data::shapes::data_tops;
 use int8cal::engine::feed::ArrayFeed;
 use int8cal::engine::ops::conv::{Filter, Geometry, convolution, pack_weights};
@@ -13,22 +14,57 @@ use int8cal::engine::{Plan, Session};
 use int8cal::model::{LayerKind, Model};
 use ndarray::{ArrayD, IxDyn};
 
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let mut t: Vec<f64> = (0..20)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+fn main() {
+    divan::main();
 }
 
-fn conv_case(name: &str, [n, c, h, w]: [usize; 4], m: usize, g: Geometry) {
+/// A convolution case: input N×C×H×W, output channels, kernel, stride, pad, group.
+struct ConvCase {
+    input: [usize; 4],
+    outputs: usize,
+    geometry: Geometry,
+}
+
+fn case(name: &str) -> ConvCase {
+    let g = |k: usize, s: usize, p: usize, group: usize| Geometry {
+        kernel: [k, k],
+        stride: [s, s],
+        pad: [p, p],
+        dilation: [1, 1],
+        group,
+    };
+    let (input, outputs, geometry) = match name {
+        "3x3 64->64 56x56" => ([8, 64, 56, 56], 64, g(3, 1, 1, 1)),
+        "3x3 32->128 55x55" => ([8, 32, 55, 55], 128, g(3, 1, 1, 1)),
+        "1x1 64->256 56x56" => ([8, 64, 56, 56], 256, g(1, 1, 0, 1)),
+        "depthwise 3x3 128 32x32" => ([8, 128, 32, 32], 128, g(3, 1, 1, 128)),
+        "depthwise 3x3/2 64 32x32" => ([8, 64, 32, 32], 64, g(3, 2, 1, 64)),
+        _ => ([8, 3, 227, 227], 96, g(7, 2, 0, 1)),
+    };
+    ConvCase {
+        input,
+        outputs,
+        geometry,
+    }
+}
+
+const CONVS: [&str; 6] = [
+    "3x3 64->64 56x56",
+    "3x3 32->128 55x55",
+    "1x1 64->256 56x56",
+    "depthwise 3x3 128 32x32",
+    "depthwise 3x3/2 64 32x32",
+    "7x7/2 3->96 227x227",
+];
+
+/// One convolution at batch 8; the counter reports multiply-adds per second.
+#[divan::bench(args = CONVS, sample_count = 20)]
+fn conv(bencher: Bencher, name: &str) {
+    let ConvCase {
+        input: [n, c, h, w],
+        outputs: m,
+        geometry: g,
+    } = case(name);
     let k = c / g.group * g.kernel[0] * g.kernel[1];
     let x: Vec<f32> = (0..n * c * h * w)
         .map(|i| (i % 251) as f32 * 0.01)
@@ -44,14 +80,36 @@ fn conv_case(name: &str, [n, c, h, w]: [usize; 4], m: usize, g: Geometry) {
         bias: None,
         outputs: m,
     };
-    let ms = median_ms(|| {
-        let _ = convolution(&x, [n, c, h, w], &filter, &g, &[], &mut out);
-    });
-    let gflops = 2.0 * (n * m * oh * ow * k) as f64 / (ms * 1e6);
-    println!("conv {name:<34} {ms:8.3} ms {gflops:7.1} GFLOP/s");
+    bencher
+        .counter(divan::counter::ItemsCount::new(n * m * oh * ow * k))
+        .bench_local(|| convolution(&x, [n, c, h, w], &filter, &g, &[], &mut out));
 }
 
-fn model_case(dir: &Path) {
+/// The fixtures with a deploy net the engine runs (none when ../shared/fixtures is absent; detection
+/// nets join when the engine has DetectionOutput).
+fn fixtures() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let runs = |deploy: PathBuf| {
+        std::fs::read_to_string(deploy).is_ok_and(|t| !t.contains("\"DetectionOutput\""))
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .map(|r| {
+            r.flatten()
+                .filter(|e| runs(e.path().join("deploy.prototxt")))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A whole forward pass of a fixture's deploy net at batch 8 (inputs 0.5).
+#[divan::bench(args = fixtures(), sample_count = 10)]
+fn forward(bencher: Bencher, name: &str) {
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name);
     let Ok(model) = Model::load(
         &dir.join("deploy.prototxt"),
         Some(&dir.join("weights.caffemodel")),
@@ -70,71 +128,10 @@ fn model_case(dir: &Path) {
         .filter(|l| matches!(l.kind, LayerKind::Input { .. }))
     {
         for &t in &l.tops {
-            feed.arrays
-                .insert(t, ArrayD::from_elem(IxDyn(&plan.shapes[t]), 0.5));
+            let zeros = ArrayD::from_elem(IxDyn(&plan.shapes[t]), 0.5);
+            feed.arrays.insert(t, zeros);
         }
     }
     let mut session = Session::new(&plan);
-    let ms = median_ms(|| {
-        if let Err(e) = session.forward(&mut feed, &mut NoObserver) {
-            eprintln!("{e}");
-        }
-    });
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    println!("forward {name:<31} {ms:8.3} ms per batch of 8");
-}
-
-fn main() {
-    let g = |k: usize, s: usize, p: usize, group: usize| Geometry {
-        kernel: [k, k],
-        stride: [s, s],
-        pad: [p, p],
-        dilation: [1, 1],
-        group,
-    };
-    println!("threads: {}", rayon::current_num_threads());
-    conv_case(
-        "3x3 64->64 56x56 batch 8",
-        [8, 64, 56, 56],
-        64,
-        g(3, 1, 1, 1),
-    );
-    conv_case(
-        "3x3 32->128 55x55 batch 8",
-        [8, 32, 55, 55],
-        128,
-        g(3, 1, 1, 1),
-    );
-    conv_case(
-        "1x1 64->256 56x56 batch 8",
-        [8, 64, 56, 56],
-        256,
-        g(1, 1, 0, 1),
-    );
-    conv_case(
-        "depthwise 3x3 128 32x32 batch 8",
-        [8, 128, 32, 32],
-        128,
-        g(3, 1, 1, 128),
-    );
-    conv_case(
-        "7x7/2 3->96 227x227 batch 8",
-        [8, 3, 227, 227],
-        96,
-        g(7, 2, 0, 1),
-    );
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    let mut dirs: Vec<_> = std::fs::read_dir(&fixtures)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    if dirs.is_empty() {
-        println!("(../shared/fixtures is absent: no whole-model benchmarks)");
-    }
-    for d in dirs {
-        model_case(&d);
-    }
+    bencher.bench_local(|| session.forward(&mut feed, &mut NoObserver));
 }

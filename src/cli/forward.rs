@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ndarray::ArrayD;
 
 use super::ModelArgs;
-use crate::data::datum::decode_image;
+use crate::data::pixels::Pixels;
 use crate::data::shapes::data_tops;
 use crate::data::transform::Transform;
 use crate::engine::feed::ArrayFeed;
@@ -21,7 +21,7 @@ pub struct Args {
     #[command(flatten)]
     pub files: ModelArgs,
     /// The input: a float32 N×C×H×W `.npy` (already transformed; its batch may differ from the net's), or
-    /// a JPEG file, or a folder of JPEGs (in file-name order, one image each).
+    /// a JPEG or PNG file, or a folder of them (in file-name order, one image each).
     #[arg(long, value_name = "X.npy|IMAGE|DIR")]
     pub input: PathBuf,
     /// Transform images as this TEST prototxt's data layer does (`transform_param`: crop, mean, scale).
@@ -83,27 +83,33 @@ pub fn read_input(
     Ok((*top, x))
 }
 
-fn is_jpeg(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["jpg", "jpeg", "png"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
-/// The JPEG files an `--input` names (the file, or a folder's JPEGs sorted by name); None for a `.npy`.
+/// The image files an `--input` names (the file, or a folder's JPEGs and PNGs sorted by name); None for
+/// a `.npy`.
 fn image_files(path: &Path) -> anyhow::Result<Option<Vec<PathBuf>>> {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_jpeg(p))
+            .filter(|p| is_image(p))
             .collect();
         files.sort();
         if files.is_empty() {
-            anyhow::bail!("{}: the folder has no .jpg or .jpeg files", path.display());
+            anyhow::bail!(
+                "{}: the folder has no .jpg, .jpeg or .png files",
+                path.display()
+            );
         }
         return Ok(Some(files));
     }
-    Ok(is_jpeg(path).then(|| vec![path.to_path_buf()]))
+    Ok(is_image(path).then(|| vec![path.to_path_buf()]))
 }
 
 /// Decodes and transforms images into an N×C×H×W batch for an input of shape `want`.
@@ -121,7 +127,8 @@ fn read_images(
     let mut batch = ndarray::Array4::<f32>::zeros((files.len(), c, h, w));
     for (i, f) in files.iter().enumerate() {
         let bytes = std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        let img = decode_image(&bytes, transform.color)
+        let img = Pixels::decode(&bytes, transform.color)
+            .map(|p| p.to_chw())
             .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         let mut out = batch.index_axis_mut(ndarray::Axis(0), i);
         transform

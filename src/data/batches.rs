@@ -1,14 +1,16 @@
-//! Batches for a `Data` layer: records of an LMDB in key order, decoded and transformed, wrapping around
-//! at the end as Caffe's cursor does. Reading runs ahead of compute on a prefetch thread.
+//! Batches for a data layer: records of an LMDB in key order (`Data`), or the images of a list file in
+//! its order (`ImageData`), decoded, resized as OpenCV does and transformed, wrapping around at the end
+//! as Caffe's readers do. Reading runs ahead of compute on a prefetch thread.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use ndarray::{Array1, Array4, Axis};
+use ndarray::{Array1, Array3, Array4, Axis};
 use prost::Message;
 
-use super::datum::{self, ColorMode};
+use super::datum;
+use super::pixels::{ColorMode, Pixels};
 use super::transform::Transform;
 use crate::caffe::{self, AnnotatedDatum, Datum};
 use crate::model::layer::{DataSource, LayerKind};
@@ -28,44 +30,35 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// Starts reading batches of `shape` (N×C×H×W) for a Data layer. `base` resolves relative sources.
+    /// Starts reading batches of `shape` (N×C×H×W) for a data layer. `base` resolves relative sources.
     pub fn start(layer: &Layer, shape: &Shape, base: &Path) -> Result<Self, String> {
         let LayerKind::Data { source, transform } = &layer.kind else {
             return Err(format!("layer '{}' is not a data layer", layer.name));
         };
-        let (param, annotated) = match source {
-            DataSource::Db(p) => (p.clone(), false),
-            DataSource::Annotated(p, _) => (p.clone(), true),
+        let in_layer = |e: String| format!("layer '{}': {e}", layer.name);
+        let transform = Transform::new(transform, base).map_err(in_layer)?;
+        let dims = <[usize; 4]>::try_from(shape.as_slice())
+            .map_err(|_| format!("data shape {shape:?} is not 4-D"))?;
+        let reader = match source {
+            DataSource::Db(p) => Reader::Db(db_dir(p, base).map_err(in_layer)?, false),
+            DataSource::Annotated(p, _) => Reader::Db(db_dir(p, base).map_err(in_layer)?, true),
+            DataSource::ImageList(p) => Reader::List(ImageList::read(p, base).map_err(in_layer)?),
             _ => {
-                return Err(format!(
-                    "layer '{}': only LMDB Data sources are read so far",
-                    layer.name
+                return Err(in_layer(
+                    "only LMDB Data and ImageData sources are read".into(),
                 ));
             }
         };
-        if param.backend() != caffe::data_parameter::Db::Lmdb {
-            return Err(format!(
-                "layer '{}': LevelDB sources are not supported; convert to LMDB",
-                layer.name
-            ));
-        }
-        let dir = super::resolve(base, param.source());
-        if !dir.join("data.mdb").is_file() {
-            return Err(format!(
-                "layer '{}': data source '{}' not found (looked in {} and the working directory)",
-                layer.name,
-                param.source(),
-                base.display()
-            ));
-        }
-        let transform =
-            Transform::new(transform, base).map_err(|e| format!("layer '{}': {e}", layer.name))?;
-        let [n, c, h, w] = <[usize; 4]>::try_from(shape.as_slice())
-            .map_err(|_| format!("data shape {shape:?} is not 4-D"))?;
         let (tx, rx) = sync_channel(2);
         let name = layer.name.clone();
         std::thread::spawn(move || {
-            read_loop(&dir, &transform, annotated, [n, c, h, w], &name, &tx)
+            let mut batches = Batches::new(dims);
+            match &reader {
+                Reader::Db(dir, annotated) => {
+                    db_loop(dir, &transform, *annotated, &name, &mut batches, &tx)
+                }
+                Reader::List(list) => list_loop(list, &transform, &name, &mut batches, &tx),
+            }
         });
         Ok(Self { rx })
     }
@@ -77,47 +70,94 @@ impl Prefetcher {
     }
 }
 
-/// Fills batches forever (wrapping around), until the receiver is dropped.
-fn read_loop(
+/// Where a reader's images come from.
+enum Reader {
+    /// An LMDB folder, of `AnnotatedDatum` when true.
+    Db(PathBuf, bool),
+    List(ImageList),
+}
+
+/// The LMDB folder of a Data layer, checked to exist.
+fn db_dir(p: &caffe::DataParameter, base: &Path) -> Result<PathBuf, String> {
+    if p.backend() != caffe::data_parameter::Db::Lmdb {
+        return Err("LevelDB sources are not supported; convert to LMDB".into());
+    }
+    let dir = super::resolve(base, p.source());
+    if !dir.join("data.mdb").is_file() {
+        return Err(format!(
+            "data source '{}' not found (looked in {} and the working directory)",
+            p.source(),
+            base.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// The batch being filled; `push` hands back each one that is full.
+struct Batches {
+    batch: Batch,
+    filled: usize,
+}
+
+impl Batches {
+    fn new([n, c, h, w]: [usize; 4]) -> Self {
+        Self {
+            batch: Batch {
+                data: Array4::zeros((n, c, h, w)),
+                labels: Array1::zeros(n),
+            },
+            filled: 0,
+        }
+    }
+
+    /// Transforms one image into the next slot; a full batch is returned (and filling starts over).
+    fn push(
+        &mut self,
+        t: &Transform,
+        img: &Array3<f32>,
+        label: f32,
+    ) -> Result<Option<Batch>, String> {
+        let mut out = self.batch.data.index_axis_mut(Axis(0), self.filled);
+        t.apply(img.view(), &mut out)?;
+        self.batch.labels[self.filled] = label;
+        self.filled += 1;
+        if self.filled < self.batch.labels.len() {
+            return Ok(None);
+        }
+        self.filled = 0;
+        Ok(Some(self.batch.clone()))
+    }
+}
+
+/// Fills batches from an LMDB forever (wrapping around), until the receiver is dropped.
+fn db_loop(
     dir: &Path,
     t: &Transform,
     annotated: bool,
-    dims: [usize; 4],
     layer: &str,
+    batches: &mut Batches,
     tx: &SyncSender<Result<Batch, String>>,
 ) {
-    let [n, c, h, w] = dims;
-    let mut batch = Batch {
-        data: Array4::zeros((n, c, h, w)),
-        labels: Array1::zeros(n),
-    };
-    let mut filled = 0usize;
     loop {
         let mut stop = false;
         let result = super::lmdb::with_records(dir, |key, value| {
-            let item = decode_record(value, annotated, t.color).and_then(|(img, label)| {
-                let mut out = batch.data.index_axis_mut(Axis(0), filled);
-                t.apply(img.view(), &mut out)?;
-                batch.labels[filled] = label;
-                Ok(())
-            });
-            if let Err(e) = item {
-                let _ = tx.send(Err(format!(
-                    "layer '{layer}': record '{}': {e}",
-                    String::from_utf8_lossy(key)
-                )));
-                stop = true;
-                return ControlFlow::Break(());
-            }
-            filled += 1;
-            if filled == n {
-                filled = 0;
-                if tx.send(Ok(batch.clone())).is_err() {
-                    stop = true;
-                    return ControlFlow::Break(());
+            let item = decode_record(value, annotated, t.color)
+                .and_then(|(img, label)| batches.push(t, &img, label));
+            let sent = match item {
+                Ok(None) => return ControlFlow::Continue(()),
+                Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
+                Err(e) => {
+                    let key = String::from_utf8_lossy(key);
+                    let _ = tx.send(Err(format!("layer '{layer}': record '{key}': {e}")));
+                    false
                 }
+            };
+            stop = !sent;
+            if sent {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
             }
-            ControlFlow::Continue(())
         });
         match result {
             Err(e) => {
@@ -130,6 +170,113 @@ fn read_loop(
             }
             Ok(_) if stop => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// An ImageData list, read and checked before any image is.
+#[derive(Debug)]
+struct ImageList {
+    /// The list file, for messages.
+    path: PathBuf,
+    /// (line number, image path resolved, label).
+    entries: Vec<(usize, PathBuf, i32)>,
+    /// `new_height`, `new_width` when both are set.
+    resize: Option<(usize, usize)>,
+    color: ColorMode,
+}
+
+impl ImageList {
+    fn read(p: &caffe::ImageDataParameter, base: &Path) -> Result<Self, String> {
+        let path = super::resolve(base, p.source());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "image list '{}' cannot be read (looked in {} and the working directory): {e}",
+                p.source(),
+                base.display()
+            )
+        })?;
+        let entries = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                let (file, label) = parse_list_line(line)
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+                let image = super::resolve(base, &format!("{}{file}", p.root_folder()));
+                Ok((i + 1, image, label))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if entries.is_empty() {
+            return Err(format!("{}: the list is empty", path.display()));
+        }
+        let resize = match (p.new_height(), p.new_width()) {
+            (0, 0) => None,
+            (h, w) if h > 0 && w > 0 => Some((h as usize, w as usize)),
+            _ => return Err("new_height and new_width must be given together".into()),
+        };
+        let color = if p.is_color() {
+            ColorMode::Color
+        } else {
+            ColorMode::Gray
+        };
+        Ok(Self {
+            path,
+            entries,
+            resize,
+            color,
+        })
+    }
+
+    /// Entry `i`: the image decoded (and resized) to C×H×W, and its label.
+    fn load(&self, i: usize) -> Result<(Array3<f32>, f32), String> {
+        let (line, image, label) = &self.entries[i];
+        let at = || format!("{}:{line}: {}", self.path.display(), image.display());
+        let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", at()))?;
+        let mut pixels =
+            Pixels::decode(&bytes, self.color).map_err(|e| format!("{}: {e}", at()))?;
+        if let Some((h, w)) = self.resize {
+            pixels = pixels.resized(h, w);
+        }
+        Ok((pixels.to_chw(), *label as f32))
+    }
+}
+
+/// A list line as Caffe splits it: the file name before the last space, an integer label after it.
+pub(crate) fn parse_list_line(line: &str) -> Result<(&str, i32), String> {
+    let line = line.trim_end();
+    let (file, label) = line
+        .rsplit_once(' ')
+        .ok_or_else(|| format!("'{line}' has no label (expected 'path label')"))?;
+    let label = label
+        .parse()
+        .map_err(|_| format!("label '{label}' of '{file}' is not an integer"))?;
+    Ok((file, label))
+}
+
+/// Fills batches from an image list in its order forever (wrapping around), until the receiver is
+/// dropped. (`shuffle` and `rand_skip` are training options; the order here is the list's.)
+fn list_loop(
+    list: &ImageList,
+    t: &Transform,
+    layer: &str,
+    batches: &mut Batches,
+    tx: &SyncSender<Result<Batch, String>>,
+) {
+    for i in (0..list.entries.len()).cycle() {
+        let item = list
+            .load(i)
+            .and_then(|(img, label)| batches.push(t, &img, label));
+        let sent = match item {
+            Ok(None) => continue,
+            Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
+            Err(e) => {
+                let _ = tx.send(Err(format!("layer '{layer}': {e}")));
+                false
+            }
+        };
+        if !sent {
+            return;
         }
     }
 }
@@ -149,4 +296,21 @@ fn decode_record(
     };
     let img = datum::decode(&datum, color)?;
     Ok((img, datum.label() as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_lines_split_at_the_last_space_as_caffe_does() {
+        assert_eq!(parse_list_line("a b/c.jpg 7"), Ok(("a b/c.jpg", 7)));
+        assert_eq!(parse_list_line("x.png -1\r"), Ok(("x.png", -1)));
+        assert!(parse_list_line("x.png").unwrap_err().contains("no label"));
+        assert!(
+            parse_list_line("x.png cat")
+                .unwrap_err()
+                .contains("not an integer")
+        );
+    }
 }

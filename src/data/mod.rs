@@ -6,6 +6,8 @@ pub mod batches;
 pub mod datum;
 pub mod image;
 pub mod lmdb;
+pub mod pixels;
+pub mod resize;
 pub mod shapes;
 pub mod transform;
 

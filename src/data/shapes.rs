@@ -127,11 +127,13 @@ fn image_list_size(
 ) -> Result<(usize, usize, usize), String> {
     let list = resolve(base, p.source());
     let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let first = text
+    let (line, first) = text
         .lines()
-        .find(|l| !l.trim().is_empty())
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty())
         .ok_or_else(|| format!("{}: the list is empty", list.display()))?;
-    let file = first.rsplit_once(' ').map_or(first, |(f, _)| f).trim();
+    let (file, _) = super::batches::parse_list_line(first)
+        .map_err(|e| format!("{}:{}: {e}", list.display(), line + 1))?;
     let path = resolve(base, &format!("{}{file}", p.root_folder()));
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(

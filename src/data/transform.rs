@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{Array3, ArrayView3, s};
 use prost::Message;
 
-use super::datum::ColorMode;
+use super::pixels::ColorMode;
 use crate::caffe::{BlobProto, TransformationParameter};
 
 #[derive(Debug, Clone)]
