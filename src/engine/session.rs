@@ -76,6 +76,14 @@ impl<'p, 'n> Session<'p, 'n> {
         feed: &mut dyn Feed,
         observer: &mut dyn Observer,
     ) -> Result<(), EngineError> {
+        with_workers_awake(|| self.run_layers(feed, observer))
+    }
+
+    fn run_layers(
+        &mut self,
+        feed: &mut dyn Feed,
+        observer: &mut dyn Observer,
+    ) -> Result<(), EngineError> {
         let net = self.plan.net;
         for (id, layer) in net.layers.iter().enumerate() {
             if self.plan.folded[id] {
@@ -356,6 +364,33 @@ impl<'p, 'n> Session<'p, 'n> {
         }
         Ok(())
     }
+}
+
+/// Runs `f` while the pool's other workers poll for work instead of sleeping. A pass is a chain of
+/// short parallel layers; a sleeping worker takes tens of microseconds to wake for each one, which on
+/// small nets was a large share of the pass. The pollers stop when `f` returns.
+fn with_workers_awake<R>(f: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    let origin = rayon::current_thread_index();
+    rayon::in_place_scope(|scope| {
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(|_| {
+                // Never poll on the thread running `f`: it would wait for itself.
+                if rayon::current_thread_index() == origin && origin.is_some() {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let result = f();
+        done.store(true, Ordering::Release);
+        result
+    })
 }
 
 fn contiguous(a: &ArrayD<f32>) -> Result<&[f32], String> {
