@@ -84,3 +84,59 @@ pub fn prelu(x: &[f32], n: usize, c: usize, slopes: &[f32], out: &mut [f32]) {
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(a: Activation, v: f32) -> f32 {
+        let mut out = [0.0];
+        activation(a, &[v], &mut out);
+        out[0]
+    }
+
+    #[test]
+    fn formulas_are_caffes() {
+        let close = |a: f32, b: f64| assert!((f64::from(a) - b).abs() < 1e-6, "{a} vs {b}");
+        close(
+            one(
+                Activation::ReLU {
+                    negative_slope: 0.1,
+                },
+                -2.0,
+            ),
+            -0.2,
+        );
+        close(
+            one(Activation::Elu { alpha: 0.5 }, -1.0),
+            0.5 * ((-1.0f64).exp() - 1.0),
+        );
+        close(one(Activation::Sigmoid, 0.3), 1.0 / (1.0 + (-0.3f64).exp()));
+        close(one(Activation::Bnll, 2.0), (1.0 + 2.0f64.exp()).ln());
+        close(one(Activation::Bnll, -3.0), (1.0 + (-3.0f64).exp()).ln());
+        let power = Activation::Power {
+            power: 2.0,
+            scale: 0.5,
+            shift: 1.0,
+        };
+        close(one(power, 2.0), 4.0);
+        // base −1 is e.
+        let exp = Activation::Exp {
+            base: -1.0,
+            scale: 2.0,
+            shift: 0.5,
+        };
+        close(one(exp, 1.0), 2.5f64.exp());
+        let log = Activation::Log {
+            base: 10.0,
+            scale: 1.0,
+            shift: 0.0,
+        };
+        close(one(log, 1000.0), 3.0);
+        close(one(Activation::Threshold { threshold: 0.5 }, 0.5), 0.0);
+        close(one(Activation::AbsVal, -0.25), 0.25);
+        let mut out = [0.0; 4];
+        prelu(&[-1.0, 1.0, -1.0, 1.0], 1, 2, &[0.1, 0.2], &mut out);
+        assert_eq!(out, [-0.1, 1.0, -0.2, 1.0]);
+    }
+}

@@ -664,4 +664,86 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn deconvolution_scatters_as_the_definition() {
+        // (geometry, channels in, channels out, height, width): FCN-style 4/2/1 upsampling, grouped 3/2/1
+        // with dilation, and 1×1.
+        let geo = |k: usize, s: usize, p: usize, d: usize, group: usize| Geometry {
+            kernel: [k, k],
+            stride: [s, s],
+            pad: [p, p],
+            dilation: [d, d],
+            group,
+        };
+        for (g, c, m, h, w) in [
+            (geo(4, 2, 1, 1, 1), 3, 2, 5, 4),
+            (geo(3, 2, 1, 2, 2), 4, 6, 3, 5),
+            (geo(1, 1, 0, 1, 1), 2, 3, 2, 2),
+        ] {
+            let (cg, mg) = (c / g.group, m / g.group);
+            let [kh, kw] = g.kernel;
+            let o = |i: usize, a: usize| {
+                (i - 1) * g.stride[a] + g.dilation[a] * (g.kernel[a] - 1) + 1 - 2 * g.pad[a]
+            };
+            let (oh, ow) = (o(h, 0), o(w, 1));
+            let x: Vec<f32> = (0..2 * c * h * w)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
+                .collect();
+            let wt: Vec<f32> = (0..c * mg * kh * kw)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
+            let mut want = vec![0.0f32; 2 * m * oh * ow];
+            for n in 0..2 {
+                for ch in 0..c {
+                    let gi = ch / cg;
+                    for ml in 0..mg {
+                        let mo = gi * mg + ml;
+                        for (iy, ix, ky, kx) in every_tap(h, w, kh, kw) {
+                            let oy = (iy * g.stride[0] + ky * g.dilation[0]) as isize
+                                - g.pad[0] as isize;
+                            let ox = (ix * g.stride[1] + kx * g.dilation[1]) as isize
+                                - g.pad[1] as isize;
+                            if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                continue;
+                            }
+                            let v = x[((n * c + ch) * h + iy) * w + ix]
+                                * wt[((ch * mg + ml) * kh + ky) * kw + kx];
+                            want[((n * m + mo) * oh + oy as usize) * ow + ox as usize] += v;
+                        }
+                    }
+                }
+            }
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bias[(i / (oh * ow)) % m];
+            }
+            let mut out = vec![f32::NAN; want.len()];
+            let filter = Filter {
+                weights: &wt,
+                packed: &[],
+                bias: Some(&bias),
+                outputs: m,
+            };
+            deconvolution(&x, [2, c, h, w], &filter, &g, [oh, ow], &mut out);
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Every (iy, ix, ky, kx).
+    fn every_tap(h: usize, w: usize, kh: usize, kw: usize) -> Vec<(usize, usize, usize, usize)> {
+        let mut v = Vec::new();
+        for iy in 0..h {
+            for ix in 0..w {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        v.push((iy, ix, ky, kx));
+                    }
+                }
+            }
+        }
+        v
+    }
 }

@@ -214,9 +214,10 @@ pub fn mvn(
         .for_each(|(o, xi)| {
             let len = xi.len() as f32;
             let mean = xi.iter().sum::<f32>() / len;
-            let var = xi.iter().map(|v| v * v).sum::<f32>() / len - mean * mean;
+            // Caffe's var(X) = E((X − EX)²), then (√var + eps).
             let div = if normalize_variance {
-                var.max(0.0).sqrt() + eps
+                let var = xi.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len;
+                var.sqrt() + eps
             } else {
                 1.0
             };
@@ -224,4 +225,121 @@ pub fn mvn(
                 .zip(xi)
                 .for_each(|(o, &v)| *o = (v - mean) / div);
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layer::{Lrn, NormRegion};
+
+    fn data(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 % 29) as f32 - 14.0) * 0.3)
+            .collect()
+    }
+
+    /// Caffe's LRN, written out per element: the window of channels (or pixels) clipped to the data.
+    fn lrn_naive(p: &Lrn, x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+        let at = |i: usize, ch: usize, y: usize, xx: usize| x[((i * c + ch) * h + y) * w + xx];
+        let pre = (p.local_size - 1) / 2;
+        let mut out = Vec::new();
+        for i in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let v = at(i, ch, y, xx);
+                        out.push(match p.region {
+                            NormRegion::AcrossChannels => {
+                                let lo = ch.saturating_sub(pre);
+                                let hi = (ch + p.local_size - pre).min(c);
+                                let s: f32 = (lo..hi).map(|cc| at(i, cc, y, xx).powi(2)).sum();
+                                v * (p.k + p.alpha / p.local_size as f32 * s).powf(-p.beta)
+                            }
+                            NormRegion::WithinChannel => {
+                                // Average pooling with padding pre: the divisor counts the padding.
+                                let (y0, x0) =
+                                    (y as isize - pre as isize, xx as isize - pre as isize);
+                                let y1 = (y0 + p.local_size as isize).min((h + pre) as isize);
+                                let x1 = (x0 + p.local_size as isize).min((w + pre) as isize);
+                                let size = ((y1 - y0) * (x1 - x0)) as f32;
+                                let mut s = 0.0f32;
+                                for yy in y0.max(0)..y1.min(h as isize) {
+                                    for xs in x0.max(0)..x1.min(w as isize) {
+                                        s += at(i, ch, yy as usize, xs as usize).powi(2);
+                                    }
+                                }
+                                v * (1.0 + p.alpha * s / size).powf(-p.beta)
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lrn_matches_the_definition_in_both_regions() {
+        let dims = [2, 7, 5, 4];
+        let x = data(2 * 7 * 5 * 4);
+        for region in [NormRegion::AcrossChannels, NormRegion::WithinChannel] {
+            for local_size in [3, 5] {
+                let p = Lrn {
+                    local_size,
+                    alpha: 1e-2,
+                    beta: 0.75,
+                    k: 2.0,
+                    region,
+                };
+                let mut out = vec![0.0; x.len()];
+                lrn(&p, &x, dims, &mut out).unwrap();
+                for (a, b) in out.iter().zip(lrn_naive(&p, &x, dims)) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{region:?} {local_size}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mvn_subtracts_the_mean_and_divides_by_the_deviation() {
+        // Large offsets: E(x²) − (Ex)² would lose the variance; E((x − Ex)²) keeps it.
+        let x: Vec<f32> = data(2 * 3 * 4).iter().map(|v| v + 1000.0).collect();
+        for across in [false, true] {
+            let mut out = vec![0.0; x.len()];
+            mvn(true, across, 1e-9, &x, [2, 3, 2, 2], &mut out);
+            for group in out.chunks(if across { 12 } else { 4 }) {
+                let mean = group.iter().sum::<f32>() / group.len() as f32;
+                let var = group.iter().map(|v| v * v).sum::<f32>() / group.len() as f32;
+                assert!(
+                    mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+                    "{across}: {mean} {var}"
+                );
+            }
+        }
+        let mut centred = vec![0.0; 4];
+        mvn(
+            false,
+            false,
+            1e-9,
+            &[1.0, 2.0, 3.0, 6.0],
+            [1, 1, 2, 2],
+            &mut centred,
+        );
+        assert_eq!(centred, [-2.0, -1.0, 0.0, 3.0]);
+    }
+
+    #[test]
+    fn normalize_divides_by_the_l2_norm_then_scales() {
+        let x = [3.0, 4.0, 0.0, 0.0];
+        let mut out = [0.0; 4];
+        // Per position over 2 channels (positions (3, 0) and (4, 0)), then scales 10 and 20.
+        normalize(false, 0.0, &[10.0, 20.0], &x, [1, 2, 1, 2], &mut out);
+        assert_eq!(out, [10.0, 10.0, 0.0, 0.0]);
+        // Over the whole image: norm 5, one shared scale.
+        normalize(true, 0.0, &[2.0], &x, [1, 2, 1, 2], &mut out);
+        assert_eq!(out, [1.2, 1.6, 0.0, 0.0]);
+    }
 }

@@ -130,7 +130,8 @@ pub fn argmax(
     for o in 0..outer {
         let mut idx: Vec<usize> = (0..dim).collect();
         let row = &x[o * dim..(o + 1) * dim];
-        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        // Caffe sorts (value, index) pairs in descending order: equal values, larger index first.
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(b.cmp(&a)));
         for k in 0..top_k.min(dim) {
             if out_max_val {
                 out[o * 2 * top_k + k] = idx[k] as f32;
@@ -167,5 +168,17 @@ mod tests {
         let want = -(p[2].ln() + p[5].ln()) / 2.0;
         assert!((l - want).abs() < 1e-6);
         assert!(accuracy(&p, &[7.0, 0.0], (2, 3, 1), 1, None).is_err());
+    }
+
+    #[test]
+    fn argmax_gives_caffes_indices_values_and_tie_order() {
+        // Two items of four classes; the second has a tie between classes 0 and 2.
+        let x = [0.1, 0.7, 0.2, 0.0, 0.5, 0.1, 0.5, 0.3];
+        let mut idx = [0.0; 4];
+        argmax(&x, (2, 4, 1), 2, false, &mut idx);
+        assert_eq!(idx, [1.0, 2.0, 2.0, 0.0]);
+        let mut both = [0.0; 8];
+        argmax(&x, (2, 4, 1), 2, true, &mut both);
+        assert_eq!(both, [1.0, 2.0, 0.7, 0.2, 2.0, 0.0, 0.5, 0.5]);
     }
 }

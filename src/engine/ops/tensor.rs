@@ -180,4 +180,32 @@ mod tests {
         permute(&out, &[2, 3], &[1, 0], &mut p);
         assert_eq!(p, [1.0, 3.0, 2.0, 4.0, 5.0, 6.0]);
     }
+
+    #[test]
+    fn crop_tile_and_reduction_follow_caffe() {
+        // 1×1×3×4 cropped from axis 2 to 2×2 at offsets (1, 2).
+        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut out = [0.0; 4];
+        crop(&x, &[1, 1, 3, 4], &[1, 1, 2, 2], &[0, 0, 1, 2], &mut out);
+        assert_eq!(out, [6.0, 7.0, 10.0, 11.0]);
+        // 2×2 tiled 3 times along axis 1: each row repeated.
+        let mut tiled = [0.0; 12];
+        tile(&[1.0, 2.0, 3.0, 4.0], &[2, 2], 1, 3, &mut tiled);
+        assert_eq!(
+            tiled,
+            [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0, 3.0, 4.0]
+        );
+        // Two rows reduced with coefficient 2.
+        let v = [1.0, -2.0, 3.0, -4.0];
+        let mut r = [0.0; 2];
+        for (op, want) in [
+            (ReductionOp::Sum, [-2.0, -2.0]),
+            (ReductionOp::Asum, [6.0, 14.0]),
+            (ReductionOp::SumSq, [10.0, 50.0]),
+            (ReductionOp::Mean, [-1.0, -1.0]),
+        ] {
+            reduction(op, 2.0, &v, 2, &mut r);
+            assert_eq!(r, want, "{op:?}");
+        }
+    }
 }
