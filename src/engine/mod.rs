@@ -7,6 +7,7 @@ pub mod feed;
 pub mod gemm;
 pub mod ops;
 pub mod plan;
+pub mod quant;
 pub mod session;
 
 pub use error::EngineError;

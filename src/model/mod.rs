@@ -9,6 +9,7 @@ pub mod export;
 pub mod layer;
 pub mod net;
 pub mod prototxt;
+pub mod quant;
 pub mod shape;
 pub mod upgrade;
 

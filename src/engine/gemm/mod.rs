@@ -5,6 +5,7 @@
 //! `general_mat_mul` (matrixmultiply). The `gemm` and `rten-gemm` crates were measured in its place and
 //! were no faster on the fixtures (README, performance).
 
+pub mod int8;
 mod kernels;
 
 use std::sync::LazyLock;
