@@ -2,6 +2,7 @@
 //! `Session` (buffers reused across batches, one exhaustive match over layer kinds, an observer called on
 //! every output value). Ops live one family per file in `ops/`; the GEMM in `gemm.rs`.
 
+pub mod compile;
 pub mod error;
 pub mod feed;
 pub mod gemm;

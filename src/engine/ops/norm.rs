@@ -25,7 +25,7 @@ impl BatchNormConsts {
             ));
         }
         let factor = blobs[2].data.iter().next().copied().unwrap_or(1.0);
-        // Caffe: a zero factor means the statistics are used as they are stored.
+        // Caffe: a zero factor scales the statistics by 0 (Intel's conv folding takes 1 instead).
         let sf = if factor == 0.0 { 0.0 } else { 1.0 / factor };
         let mean: Vec<f32> = blobs[0].data.iter().map(|v| v * sf).collect();
         let std: Vec<f32> = blobs[1]
