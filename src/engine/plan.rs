@@ -29,7 +29,7 @@ fn unknown_shape_reason(net: &Net, l: &crate::model::Layer) -> String {
 #[derive(Debug, Clone)]
 pub enum Prepared {
     None,
-    /// The geometry, and for a Convolution its weights packed per group (Deconvolution: none).
+    /// The geometry and the weights packed per group (a Deconvolution's transposed).
     Conv(Geometry, Vec<PackedA>),
     BatchNorm(BatchNormConsts),
     Pool(pool::Windows),
@@ -104,6 +104,10 @@ impl<'n> Plan<'n> {
                             let bias = l.blobs.get(1).and_then(|b| b.data.as_slice());
                             let bias = bias.filter(|_| c.bias_term);
                             conv::pack_weights(weights, bias, &g, c.num_output, shapes[b][1])
+                        }
+                        (LayerKind::Deconvolution(_), Some(w), Some(&b)) => {
+                            let weights = w.data.as_slice().unwrap_or(&[]);
+                            conv::pack_deconv_weights(weights, &g, c.num_output, shapes[b][1])
                         }
                         _ => Vec::new(),
                     };

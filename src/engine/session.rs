@@ -160,7 +160,7 @@ impl<'p, 'n> Session<'p, 'n> {
                     conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out)?;
                 } else {
                     let s = top_shape;
-                    conv::deconvolution(x()?, d4(0)?, &filter, g, [s[2], s[3]], out);
+                    conv::deconvolution(x()?, d4(0)?, &filter, g, [s[2], s[3]], out)?;
                 }
             }
             LayerKind::Pooling(_) => {

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::post::{self, Post};
-use crate::engine::gemm::{PackedA, Rows, Scratch, gemm_rows, gemm_strided, sgemm};
+use crate::engine::gemm::{PackedA, Rows, Scratch, gemm_rows, gemm_strided};
 
 use crate::model::layer::Conv;
 
@@ -65,6 +65,7 @@ pub struct Filter<'a> {
 
 thread_local! {
     static GEMM: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PHASED: RefCell<Phased> = RefCell::new(Phased::default());
     static PHASES: RefCell<Phases> = RefCell::new(Phases::default());
 }
@@ -473,54 +474,89 @@ pub fn deconvolution(
     g: &Geometry,
     [oh, ow]: [usize; 2],
     out: &mut [f32],
-) {
+) -> Result<(), String> {
     let Filter {
-        weights,
-        bias,
-        outputs: m,
-        ..
+        bias, outputs: m, ..
     } = *f;
     let (cg, mg) = (c / g.group, m / g.group);
     let [kh, kw] = g.kernel;
     let k = mg * kh * kw;
+    if f.packed.len() != g.group || f.packed.iter().any(|p| p.depth() != cg || p.rows() != k) {
+        return Err(format!(
+            "the packed weights do not fit {} groups of {k}×{cg}",
+            g.group
+        ));
+    }
     out.par_chunks_mut(m * oh * ow)
         .zip(x.par_chunks(c * h * w))
         .take(n)
         .for_each(|(o, img)| {
             o.fill(0.0);
-            let mut col = vec![0.0f32; k * h * w];
-            for gi in 0..g.group {
-                let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-                let wg = &weights[gi * cg * k..(gi + 1) * cg * k];
-                // col (k × hw) = wgᵀ (k × cg) × input (cg × hw)
-                let wt: Vec<f32> = (0..k * cg).map(|i| wg[(i % cg) * k + i / cg]).collect();
-                sgemm(k, cg, h * w, &wt, input, &mut col, false);
-                let og = &mut o[gi * mg * oh * ow..(gi + 1) * mg * oh * ow];
-                for ch in 0..mg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let row = &col[((ch * kh + ky) * kw + kx) * h * w..][..h * w];
-                            for iy in 0..h {
-                                let oy = (iy * g.stride[0] + ky * g.dilation[0]) as isize
-                                    - g.pad[0] as isize;
-                                if oy < 0 || oy >= oh as isize {
-                                    continue;
-                                }
-                                for ix in 0..w {
-                                    let ox = (ix * g.stride[1] + kx * g.dilation[1]) as isize
-                                        - g.pad[1] as isize;
-                                    if ox >= 0 && ox < ow as isize {
-                                        og[(ch * oh + oy as usize) * ow + ox as usize] +=
-                                            row[iy * w + ix];
+            COLUMNS.with_borrow_mut(|col| {
+                GEMM.with_borrow_mut(|scratch| {
+                    col.resize(k * h * w, 0.0);
+                    for (gi, wt) in f.packed.iter().enumerate() {
+                        let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+                        // col (k × hw) = wgᵀ (k × cg) × input (cg × hw), then scattered to the output.
+                        gemm_strided(
+                            wt,
+                            input,
+                            (h * w, h * w),
+                            (&mut col[..], h * w),
+                            false,
+                            scratch,
+                        );
+                        let og = &mut o[gi * mg * oh * ow..(gi + 1) * mg * oh * ow];
+                        for ch in 0..mg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let row = &col[((ch * kh + ky) * kw + kx) * h * w..][..h * w];
+                                    for iy in 0..h {
+                                        let oy = (iy * g.stride[0] + ky * g.dilation[0]) as isize
+                                            - g.pad[0] as isize;
+                                        if oy < 0 || oy >= oh as isize {
+                                            continue;
+                                        }
+                                        for ix in 0..w {
+                                            let ox = (ix * g.stride[1] + kx * g.dilation[1])
+                                                as isize
+                                                - g.pad[1] as isize;
+                                            if ox >= 0 && ox < ow as isize {
+                                                og[(ch * oh + oy as usize) * ow + ox as usize] +=
+                                                    row[iy * w + ix];
+                                            }
+                                        }
                                     }
                                 }
                             }
                         }
                     }
-                }
-            }
+                })
+            });
             add_bias(o, bias, oh * ow);
         });
+    Ok(())
+}
+
+/// A Deconvolution's weights (C × M/g × kh × kw) transposed per group to (M/g·kh·kw) × (C/g) and packed.
+pub fn pack_deconv_weights(
+    weights: &[f32],
+    g: &Geometry,
+    outputs: usize,
+    channels: usize,
+) -> Vec<PackedA> {
+    let (cg, k) = (
+        channels / g.group,
+        outputs / g.group * g.kernel[0] * g.kernel[1],
+    );
+    weights
+        .chunks(cg * k)
+        .take(g.group)
+        .map(|wg| {
+            let wt: Vec<f32> = (0..k * cg).map(|i| wg[(i % cg) * k + i / cg]).collect();
+            PackedA::new(&wt, k, cg)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -719,13 +755,14 @@ mod tests {
                 *v += bias[(i / (oh * ow)) % m];
             }
             let mut out = vec![f32::NAN; want.len()];
+            let packed = pack_deconv_weights(&wt, &g, m, c);
             let filter = Filter {
                 weights: &wt,
-                packed: &[],
+                packed: &packed,
                 bias: Some(&bias),
                 outputs: m,
             };
-            deconvolution(&x, [2, c, h, w], &filter, &g, [oh, ow], &mut out);
+            deconvolution(&x, [2, c, h, w], &filter, &g, [oh, ow], &mut out).unwrap();
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
             }
