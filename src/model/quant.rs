@@ -138,9 +138,9 @@ mod tests {
             bw_layer_in: Some(8),
             bw_layer_out: Some(bw_out),
             bw_params: Some(8),
-            scale_in: vec![15.1368275],
-            scale_out: vec![19.0237064],
-            scale_params: vec![388.338165],
+            scale_in: vec![15.136_828],
+            scale_out: vec![19.023_706],
+            scale_params: vec![388.338_17],
             ..Default::default()
         }
     }
@@ -161,8 +161,8 @@ mod tests {
             panic!("not INT8");
         };
         assert_eq!(l.output, OutputPrecision::Int8);
-        assert_eq!((l.scale_in, l.scale_out), (15.1368275, 19.0237064));
-        assert_eq!(l.scale_params, vec![388.338165; 3]);
+        assert_eq!((l.scale_in, l.scale_out), (15.136_828, 19.023_706));
+        assert_eq!(l.scale_params, vec![388.338_17; 3]);
         // bw_layer_out 32: FP32 output at scale 1, whatever scale_out says.
         let Ok(Quantized::Int8(f)) = layer_quant(&ip(), Some(&q(32)), 3) else {
             panic!("not INT8");
