@@ -9,6 +9,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::phases::PhaseGrid;
 use super::post::{self, Post};
 use crate::engine::gemm::{PackedA, Rows, Scratch, gemm_rows, gemm_strided};
 
@@ -36,7 +37,7 @@ impl Geometry {
         })
     }
 
-    fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
         let o = |x: usize, i: usize| {
             (x + 2 * self.pad[i] - (self.dilation[i] * (self.kernel[i] - 1) + 1)) / self.stride[i]
                 + 1
@@ -44,11 +45,11 @@ impl Geometry {
         (o(h, 0), o(w, 1))
     }
 
-    fn is_depthwise(&self, channels: usize, outputs: usize) -> bool {
+    pub fn is_depthwise(&self, channels: usize, outputs: usize) -> bool {
         self.group == channels && self.group == outputs && self.group > 1
     }
 
-    fn is_pointwise(&self) -> bool {
+    pub fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0]
     }
 }
@@ -161,70 +162,6 @@ pub fn convolution(
     Ok(())
 }
 
-/// A zero-padded plane split into its stride phases: phase (r, s) holds the padded rows ≡ r (mod the
-/// vertical stride) and columns ≡ s (mod the horizontal stride), each phase hq × wq. Tap (ky, kx) of
-/// output (oy, ox) then reads one phase at (oy + ky·dy / sy, ox + kx·dx / sx): the same phase at a fixed
-/// shift for every output, so a tap over all outputs is one contiguous run, on a grid of width wq
-/// (the columns past ow are computed and dropped).
-#[derive(Debug, Clone, Copy)]
-struct PhaseGrid {
-    hq: usize,
-    wq: usize,
-    stride: [usize; 2],
-    pad: [usize; 2],
-    dilation: [usize; 2],
-}
-
-impl PhaseGrid {
-    fn new(g: &Geometry, [h, w]: [usize; 2]) -> Self {
-        let (oh, ow) = g.out_size(h, w);
-        let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
-        // Large enough for the padded plane and for the furthest tap of the last output.
-        let hq = (h + 2 * py)
-            .div_ceil(sy)
-            .max(oh + (g.kernel[0] - 1) * dy / sy);
-        let wq = (w + 2 * px)
-            .div_ceil(sx)
-            .max(ow + (g.kernel[1] - 1) * dx / sx);
-        Self {
-            hq,
-            wq,
-            stride: g.stride,
-            pad: g.pad,
-            dilation: g.dilation,
-        }
-    }
-
-    /// Floats of one channel's phases.
-    fn len(&self) -> usize {
-        self.stride[0] * self.stride[1] * self.hq * self.wq
-    }
-
-    /// Where tap (ky, kx) of output (0, 0) reads, within one channel's phases.
-    fn tap(&self, ky: usize, kx: usize) -> usize {
-        let ([sy, sx], [dy, dx]) = (self.stride, self.dilation);
-        let (ty, tx) = (ky * dy, kx * dx);
-        ((ty % sy) * sx + tx % sx) * self.hq * self.wq + (ty / sy) * self.wq + tx / sx
-    }
-
-    /// Writes a plane's phases into `out` (one channel's length, zeroed beforehand).
-    fn split(&self, plane: &[f32], w: usize, out: &mut [f32]) {
-        let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
-        for (y, row) in plane.chunks(w).enumerate() {
-            let yp = y + py;
-            let base = ((yp % sy) * sx * hq + yp / sy) * wq;
-            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run.
-            for phase in 0..sx {
-                let x0 = (phase + sx - px % sx) % sx;
-                let dst = base + phase * hq * wq + (x0 + px) / sx;
-                let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
-                let taps = row.iter().skip(x0).step_by(sx);
-                line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
-            }
-        }
-    }
-}
-
 /// Buffers of the convolution path: the phases of the image, the row starts, one tile of wide output.
 #[derive(Debug, Default)]
 struct Phased {
@@ -250,7 +187,7 @@ fn phased(
 ) {
     let (oh, ow) = g.out_size(h, w);
     let grid = PhaseGrid::new(g, [h, w]);
-    let (len, wq) = (grid.len(), grid.wq);
+    let (len, wq) = (grid.channel_len(), grid.wq);
     buf.image.clear();
     buf.image.resize(c * len, 0.0);
     for (src, dst) in input.chunks(h * w).zip(buf.image.chunks_mut(len)) {
@@ -350,7 +287,7 @@ fn depthwise_phased(
     let (oh, ow) = g.out_size(h, w);
     let grid = PhaseGrid::new(g, [h, w]);
     ph.planes.clear();
-    ph.planes.resize(grid.len(), 0.0);
+    ph.planes.resize(grid.channel_len(), 0.0);
     grid.split(plane, w, &mut ph.planes);
     let n = (oh - 1) * grid.wq + ow;
     ph.wide.clear();

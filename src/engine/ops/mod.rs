@@ -1,9 +1,11 @@
-//! FP32 ops, one family per file.
+//! The ops, one family per file: FP32, and the INT8 convolution (`conv_int8`).
 
 pub mod activation;
 pub mod conv;
+pub mod conv_int8;
 pub mod inner_product;
 pub mod norm;
+pub mod phases;
 pub mod pool;
 pub mod post;
 pub mod prior_box;

@@ -1,0 +1,369 @@
+//! INT8 Convolution as MKL-DNN runs it for Intel Caffe (spec §4.2): s8 weights per output channel, an
+//! s32 bias, u8 or s8 input codes, exact int32 sums (`gemm::int8`), then per output channel the
+//! requantization of `quant::Requant` (scale, sum post-op on the residual in the buffer, ReLU) and a
+//! store as u8, s8 or f32. Input and output buffers hold integer codes as f32 values (exactly
+//! representable), so INT8 values travel in the engine's ordinary buffers, each with its type and scale.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::conv::Geometry;
+use super::phases::PhaseGrid;
+use crate::engine::gemm::int8::{PackedS8, RowsU8, Scratch8, gemm_u8s8};
+use crate::engine::quant::{self, IntType, Requant};
+
+/// How an INT8 convolution stores its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Int(IntType),
+    F32,
+}
+
+/// A convolution prepared for INT8: quantized weights packed per group, s32 biases and the
+/// requantization of each output channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Conv {
+    pub geometry: Geometry,
+    pub input: IntType,
+    pub store: Store,
+    groups: Vec<PackedS8>,
+    bias: Vec<i32>,
+    requant: Vec<Requant>,
+}
+
+/// The scales and post-ops of an INT8 convolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Params<'a> {
+    pub scale_in: f32,
+    pub scale_out: f32,
+    /// One per output channel.
+    pub scale_params: &'a [f32],
+    pub input: IntType,
+    pub store: Store,
+    /// Sum post-op factor on the residual: (scale_out / scale_res) · coeff[0].
+    pub sum: Option<f32>,
+    /// A second Eltwise coefficient multiplies the convolution's own term.
+    pub own_coeff: f32,
+    pub relu: Option<f32>,
+}
+
+impl Int8Conv {
+    /// Quantizes (folded) weights and bias: `outputs` × (channels/group · kh · kw) weights.
+    pub fn new(
+        weights: &[f32],
+        bias: &[f32],
+        geometry: Geometry,
+        (outputs, channels): (usize, usize),
+        p: &Int8Params,
+    ) -> Result<Self, String> {
+        let k = channels / geometry.group * geometry.kernel[0] * geometry.kernel[1];
+        if weights.len() != outputs * k || bias.len() != outputs || p.scale_params.len() != outputs
+        {
+            return Err(format!(
+                "{} weights, {} biases and {} weight scales for {outputs} outputs of depth {k}",
+                weights.len(),
+                bias.len(),
+                p.scale_params.len()
+            ));
+        }
+        let q: Vec<i8> = weights
+            .chunks(k.max(1))
+            .zip(p.scale_params)
+            .flat_map(|(w, &s)| w.iter().map(move |&v| quant::quantize_weight(v, s)))
+            .collect();
+        let mg = outputs / geometry.group;
+        let groups = q
+            .chunks((mg * k).max(1))
+            .take(geometry.group)
+            .map(|w| PackedS8::new(w, mg, k))
+            .collect();
+        let bias = bias
+            .iter()
+            .zip(p.scale_params)
+            .map(|(&b, &s)| quant::quantize_bias(b, p.scale_in, s))
+            .collect();
+        let requant = p
+            .scale_params
+            .iter()
+            .map(|&s| Requant {
+                factor: quant::output_factor(p.scale_in, s, p.scale_out) * p.own_coeff,
+                sum: p.sum,
+                relu: p.relu,
+            })
+            .collect();
+        Ok(Self {
+            geometry,
+            input: p.input,
+            store: p.store,
+            groups,
+            bias,
+            requant,
+        })
+    }
+}
+
+/// Per-thread buffers: one plane as u8, the image's u8 phases, row starts, the int32 wide output, GEMM
+/// scratch.
+#[derive(Debug, Default)]
+struct Buffers {
+    plane: Vec<u8>,
+    image: Vec<u8>,
+    starts: Vec<usize>,
+    acc: Vec<i32>,
+    gemm: Scratch8,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// Runs the convolution on N×C×H×W input codes `x` into `out` (N×M×OH×OW). With a sum post-op, `out`
+/// holds the residual on entry (the values the sum factor applies to) and the stored result on return.
+pub fn convolution_int8(conv: &Int8Conv, x: &[f32], [n, c, h, w]: [usize; 4], out: &mut [f32]) {
+    let g = &conv.geometry;
+    let (oh, ow) = g.out_size(h, w);
+    let m: usize = conv.groups.iter().map(PackedS8::rows).sum();
+    let plane = oh * ow;
+    out.par_chunks_mut(m * plane)
+        .zip(x.par_chunks(c * h * w))
+        .take(n)
+        .for_each(|(o, img)| {
+            BUFFERS.with_borrow_mut(|b| image_int8(conv, img, [c, h, w], b, o));
+        });
+}
+
+/// One image: per group, the u8 phases of its channels, the integer product on the phase grid, then
+/// each output requantized from its accumulator and the residual in `o`.
+fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffers, o: &mut [f32]) {
+    let g = &conv.geometry;
+    let (oh, ow) = g.out_size(h, w);
+    let cg = c / g.group;
+    let grid = PhaseGrid::new(g, [h, w]);
+    let (len, wq) = (grid.channel_len(), grid.wq);
+    // s8 codes go in shifted by +128 (u8); the padding is the shifted zero, and each output subtracts
+    // 128·Σw, which makes the sums exactly those of the s8 codes.
+    let shift = match conv.input {
+        IntType::U8 => 0u8,
+        IntType::S8 => 128,
+    };
+    let mut row0 = 0;
+    for (gi, wg) in conv.groups.iter().enumerate() {
+        let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+        b.image.clear();
+        b.image.resize(cg * len, shift);
+        b.plane.resize(h * w, 0);
+        for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
+            for (d, &v) in b.plane.iter_mut().zip(src) {
+                *d = (v as i32 + i32::from(shift)) as u8;
+            }
+            grid.split(&b.plane, w, dst);
+        }
+        b.starts.clear();
+        for ch in 0..cg {
+            for ky in 0..g.kernel[0] {
+                for kx in 0..g.kernel[1] {
+                    b.starts.push(ch * len + grid.tap(ky, kx));
+                }
+            }
+        }
+        let ncols = (oh - 1) * wq + ow;
+        let mg = wg.rows();
+        b.acc.resize(mg * ncols, 0);
+        let rows = RowsU8 {
+            data: &b.image,
+            starts: &b.starts,
+        };
+        gemm_u8s8(wg, rows, ncols, (&mut b.acc, ncols), &mut b.gemm);
+        for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
+            let oc = row0 + i;
+            let comp = i32::from(shift) * wg.row_sums()[i];
+            let r = &conv.requant[oc];
+            for oy in 0..oh {
+                let dst = &mut o[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
+                for (d, &acc) in dst.iter_mut().zip(&acc_row[oy * wq..oy * wq + ow]) {
+                    let y = r.apply(acc - comp, conv.bias[oc], *d);
+                    *d = match conv.store {
+                        Store::Int(t) => quant::round_saturate(y, t) as f32,
+                        Store::F32 => y,
+                    };
+                }
+            }
+        }
+        row0 += mg;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The INT8 convolution written out per output: integer sums over the taps inside the image (the
+    /// padding is real zero), then the same requantization and store.
+    fn naive(
+        conv_w: &[f32],
+        bias: &[f32],
+        g: &Geometry,
+        p: &Int8Params,
+        x: &[f32],
+        [n, c, h, w]: [usize; 4],
+        residual: &[f32],
+    ) -> Vec<f32> {
+        let (oh, ow) = g.out_size(h, w);
+        let m = bias.len();
+        let (cg, mg) = (c / g.group, m / g.group);
+        let k = cg * g.kernel[0] * g.kernel[1];
+        let mut out = Vec::new();
+        for b in 0..n {
+            for oc in 0..m {
+                let gi = oc / mg;
+                let s_w = p.scale_params[oc];
+                let r = Requant {
+                    factor: quant::output_factor(p.scale_in, s_w, p.scale_out) * p.own_coeff,
+                    sum: p.sum,
+                    relu: p.relu,
+                };
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0i32;
+                        for ci in 0..cg {
+                            for ky in 0..g.kernel[0] {
+                                for kx in 0..g.kernel[1] {
+                                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((b * c + gi * cg + ci) * h + iy as usize) * w
+                                        + ix as usize]
+                                        as i32;
+                                    let wv = quant::quantize_weight(
+                                        conv_w[oc * k + (ci * g.kernel[0] + ky) * g.kernel[1] + kx],
+                                        s_w,
+                                    );
+                                    acc += xv * i32::from(wv);
+                                }
+                            }
+                        }
+                        let i = ((b * m + oc) * oh + oy) * ow + ox;
+                        let y = r.apply(
+                            acc,
+                            quant::quantize_bias(bias[oc], p.scale_in, s_w),
+                            residual[i],
+                        );
+                        out.push(match p.store {
+                            Store::Int(t) => quant::round_saturate(y, t) as f32,
+                            Store::F32 => y,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_convolution_equals_the_naive_definition_exactly() {
+        let geo = |k: usize, s: usize, p: usize, group: usize| Geometry {
+            kernel: [k, k],
+            stride: [s, s],
+            pad: [p, p],
+            dilation: [1, 1],
+            group,
+        };
+        let scales: Vec<f32> = (0..12).map(|i| 80.0 + 13.0 * i as f32).collect();
+        let cases = [
+            // (geometry, channels in, channels out, h, w, input type, store, sum, relu)
+            (
+                geo(3, 1, 1, 1),
+                5,
+                12,
+                7,
+                9,
+                IntType::U8,
+                Store::Int(IntType::U8),
+                None,
+                Some(0.0),
+            ),
+            (
+                geo(3, 2, 1, 2),
+                4,
+                6,
+                9,
+                8,
+                IntType::S8,
+                Store::Int(IntType::S8),
+                None,
+                None,
+            ),
+            (
+                geo(1, 1, 0, 1),
+                6,
+                10,
+                5,
+                5,
+                IntType::U8,
+                Store::F32,
+                None,
+                None,
+            ),
+            (
+                geo(5, 2, 2, 1),
+                3,
+                7,
+                11,
+                10,
+                IntType::S8,
+                Store::Int(IntType::U8),
+                Some(0.7),
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 1),
+                40,
+                9,
+                4,
+                3,
+                IntType::U8,
+                Store::Int(IntType::S8),
+                Some(1.3),
+                None,
+            ),
+        ];
+        for (g, c, m, h, w, input, store, sum, relu) in cases {
+            let k = c / g.group * g.kernel[0] * g.kernel[1];
+            let weights: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 61) as f32 - 30.0) * 0.004)
+                .collect();
+            let bias: Vec<f32> = (0..m).map(|i| (i as f32 - 3.0) * 0.05).collect();
+            let p = Int8Params {
+                scale_in: 21.5,
+                scale_out: 17.25,
+                scale_params: &scales[..m],
+                input,
+                store,
+                sum,
+                own_coeff: 1.0,
+                relu,
+            };
+            let n = 2;
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| match input {
+                    IntType::U8 => (i * 97 % 256) as f32,
+                    IntType::S8 => (i * 89 % 256) as f32 - 128.0,
+                })
+                .collect();
+            let (oh, ow) = g.out_size(h, w);
+            let residual: Vec<f32> = (0..n * m * oh * ow)
+                .map(|i| (i * 31 % 200) as f32 - 60.0)
+                .collect();
+            let conv = Int8Conv::new(&weights, &bias, g, (m, c), &p).unwrap();
+            let mut out = residual.clone();
+            convolution_int8(&conv, &x, [n, c, h, w], &mut out);
+            let want = naive(&weights, &bias, &g, &p, &x, [n, c, h, w], &residual);
+            assert_eq!(out, want, "{g:?} {input:?} {store:?}");
+        }
+    }
+}

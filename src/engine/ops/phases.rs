@@ -1,0 +1,69 @@
+//! A zero-padded image plane split into its stride phases, so that a convolution tap over all outputs
+//! reads one contiguous run (shared by the FP32 and INT8 convolutions and the depthwise loops).
+
+use super::conv::Geometry;
+
+/// A zero-padded plane split into its stride phases: phase (r, s) holds the padded rows ≡ r (mod the
+/// vertical stride) and columns ≡ s (mod the horizontal stride), each phase hq × wq. Tap (ky, kx) of
+/// output (oy, ox) then reads one phase at (oy + ky·dy / sy, ox + kx·dx / sx): the same phase at a fixed
+/// shift for every output, so a tap over all outputs is one contiguous run, on a grid of width wq
+/// (the columns past ow are computed and dropped).
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseGrid {
+    pub hq: usize,
+    pub wq: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl PhaseGrid {
+    pub fn new(g: &Geometry, [h, w]: [usize; 2]) -> Self {
+        let (oh, ow) = g.out_size(h, w);
+        let ([sy, sx], [dy, dx], [py, px]) = (g.stride, g.dilation, g.pad);
+        // Large enough for the padded plane and for the furthest tap of the last output.
+        let hq = (h + 2 * py)
+            .div_ceil(sy)
+            .max(oh + (g.kernel[0] - 1) * dy / sy);
+        let wq = (w + 2 * px)
+            .div_ceil(sx)
+            .max(ow + (g.kernel[1] - 1) * dx / sx);
+        Self {
+            hq,
+            wq,
+            stride: g.stride,
+            pad: g.pad,
+            dilation: g.dilation,
+        }
+    }
+
+    /// Floats of one channel's phases.
+    pub fn channel_len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.hq * self.wq
+    }
+
+    /// Where tap (ky, kx) of output (0, 0) reads, within one channel's phases.
+    pub fn tap(&self, ky: usize, kx: usize) -> usize {
+        let ([sy, sx], [dy, dx]) = (self.stride, self.dilation);
+        let (ty, tx) = (ky * dy, kx * dx);
+        ((ty % sy) * sx + tx % sx) * self.hq * self.wq + (ty / sy) * self.wq + tx / sx
+    }
+
+    /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
+    /// beforehand).
+    pub fn split<T: Copy>(&self, plane: &[T], w: usize, out: &mut [T]) {
+        let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
+        for (y, row) in plane.chunks(w).enumerate() {
+            let yp = y + py;
+            let base = ((yp % sy) * sx * hq + yp / sy) * wq;
+            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run.
+            for phase in 0..sx {
+                let x0 = (phase + sx - px % sx) % sx;
+                let dst = base + phase * hq * wq + (x0 + px) / sx;
+                let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
+                let taps = row.iter().skip(x0).step_by(sx);
+                line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+            }
+        }
+    }
+}
