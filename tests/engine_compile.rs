@@ -154,3 +154,51 @@ fn folded_weights_give_the_batch_norm_and_scale_of_the_convolution() {
         "every convolution of ResNet-8 has a BatchNorm and a Scale"
     );
 }
+
+/// "N layers carry quantization_param; of the E convolution / inner-product executions in one forward,
+/// X used INT8 kernels" from a fixture's Intel notes: (E, X).
+fn intel_counts(notes: &str) -> Option<(usize, usize)> {
+    let at = notes.find("convolution / inner-product executions")?;
+    let before: Vec<&str> = notes[..at].split_whitespace().collect();
+    let executions = before.last()?.parse().ok()?;
+    let after = &notes[at..];
+    let int8 = after
+        .split(", ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((executions, int8))
+}
+
+#[test]
+fn the_layers_that_run_int8_are_those_intel_caffe_ran_in_int8() {
+    use int8cal::engine::precision::Precision;
+    let mut checked = 0;
+    for dir in common::fixture_dirs() {
+        let intel = dir.join("reference/intel_int8");
+        let Ok(notes) = std::fs::read_to_string(intel.join("notes.md")) else {
+            continue;
+        };
+        let deploy = intel.join("deploy_quantized.prototxt");
+        let Some(want) = intel_counts(&notes).filter(|_| deploy.is_file()) else {
+            continue;
+        };
+        let model = common::load(&deploy, None).unwrap();
+        let compiled = Compiled::new(&model.net);
+        let p = Precision::new(&model.net, &compiled).unwrap();
+        assert_eq!(
+            p.gemm_layers(&model.net),
+            want,
+            "{}: {:?}",
+            dir.display(),
+            p.notes
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5 || common::fixtures().is_none(),
+        "{checked} fixtures checked"
+    );
+}

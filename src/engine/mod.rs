@@ -8,6 +8,7 @@ pub mod feed;
 pub mod gemm;
 pub mod ops;
 pub mod plan;
+pub mod precision;
 pub mod quant;
 pub mod session;
 
