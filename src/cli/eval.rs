@@ -1,5 +1,6 @@
 //! `int8cal eval`: runs the TEST net over its data for a number of iterations and prints the mean of
-//! each scalar output blob, as `caffe test` does (`accuracy = 0.614`), or JSON with `--json`.
+//! each scalar output blob, as `caffe test` does (`accuracy = 0.614`), or JSON with `--json`. A prototxt
+//! with `quantization_param` blocks runs as Intel Caffe runs it in INT8 (`--fp32` ignores them).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use super::ModelArgs;
 use crate::data::shapes::data_tops;
 use crate::engine::feed::DataFeed;
 use crate::engine::session::NoObserver;
-use crate::engine::{Plan, Session};
+use crate::engine::Session;
 use crate::model::Model;
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,9 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run a quantized prototxt in FP32, ignoring its `quantization_param` blocks.
+    #[arg(long)]
+    pub fp32: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -40,7 +44,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("detection evaluation (-d 1) is not implemented yet");
     }
     let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
-    let plan = Plan::new(&model.net, None)?;
+    let plan = super::plan_for(&model.net, None, args.fp32)?;
     let scalars: Vec<(String, usize)> = plan
         .outputs()
         .into_iter()

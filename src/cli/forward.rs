@@ -12,7 +12,7 @@ use crate::data::shapes::data_tops;
 use crate::data::transform::Transform;
 use crate::engine::feed::ArrayFeed;
 use crate::engine::session::NoObserver;
-use crate::engine::{Plan, Session};
+use crate::engine::Session;
 use crate::model::layer::LayerKind;
 use crate::model::{Model, Net, Prototxt, ValueId};
 
@@ -33,13 +33,16 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run a quantized prototxt in FP32, ignoring its `quantization_param` blocks.
+    #[arg(long)]
+    pub fp32: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
     let (input_value, x) = read_input(&model.net, &args.input, args.transform_from.as_deref())?;
     let batch = x.shape()[0];
-    let plan = Plan::new(&model.net, Some(batch))?;
+    let plan = super::plan_for(&model.net, Some(batch), args.fp32)?;
     let mut session = Session::new(&plan);
     let mut feed = ArrayFeed::default();
     feed.arrays.insert(input_value, x);

@@ -85,6 +85,24 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
     }
 }
 
+/// The plan a command runs: INT8 as Intel Caffe runs it when the net carries `quantization_param`
+/// blocks (unless `fp32`), with the notes on what Intel would run differently printed to stderr.
+pub fn plan_for(
+    net: &crate::model::Net,
+    batch: Option<usize>,
+    fp32: bool,
+) -> anyhow::Result<crate::engine::Plan<'_>> {
+    use crate::engine::Plan;
+    if fp32 || !Plan::is_quantized(net) {
+        return Ok(Plan::new(net, batch)?);
+    }
+    let plan = Plan::new_int8(net, batch)?;
+    for note in plan.int8.iter().flat_map(|p| &p.precision.notes) {
+        eprintln!("note: {note}");
+    }
+    Ok(plan)
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -10,6 +10,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Input(String),
+    /// A quantized net that cannot be planned (names the layer).
+    #[error("{0}")]
+    Plan(String),
 }
 
 impl EngineError {

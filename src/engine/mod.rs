@@ -6,6 +6,7 @@ pub mod compile;
 pub mod error;
 pub mod feed;
 pub mod gemm;
+pub mod int8_plan;
 pub mod ops;
 pub mod plan;
 pub mod precision;

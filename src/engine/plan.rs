@@ -3,6 +3,7 @@
 
 use super::error::EngineError;
 use super::gemm::PackedA;
+use super::int8_plan::Int8Plan;
 use super::ops::conv::{self, Geometry};
 use super::ops::norm::BatchNormConsts;
 use super::ops::pool;
@@ -48,11 +49,35 @@ pub struct Plan<'n> {
     /// The buffer each value lives in: folded layers write their producer's buffer.
     pub buffer_of: Vec<usize>,
     pub batch: usize,
+    /// For a quantized net run as Intel Caffe runs it (`new_int8`).
+    pub int8: Option<Int8Plan>,
 }
 
 impl<'n> Plan<'n> {
-    /// Plans the net for `batch` images per pass (None: the net's own batch).
+    /// Plans the net for `batch` images per pass (None: the net's own batch), in FP32 (any
+    /// `quantization_param` is ignored).
     pub fn new(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+        let mut plan = Self::build(net, batch)?;
+        plan.fuse();
+        Ok(plan)
+    }
+
+    /// Plans a quantized net to run as Intel Caffe runs it: compiled (BN folding, ReLU and sum
+    /// fusions), INT8 where Intel runs INT8.
+    pub fn new_int8(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+        let mut plan = Self::build(net, batch)?;
+        plan.int8 = Some(Int8Plan::new(net, &plan.shapes, &mut plan.buffer_of)?);
+        Ok(plan)
+    }
+
+    /// Whether any layer of the net carries a `quantization_param`.
+    pub fn is_quantized(net: &Net) -> bool {
+        net.layers
+            .iter()
+            .any(|l| l.proto.quantization_param.is_some())
+    }
+
+    fn build(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
         let mut shapes: Vec<Shape> = vec![Vec::new(); net.values.len()];
         let mut prepared = Vec::with_capacity(net.layers.len());
         let own_batch = net.batch_size().unwrap_or(1);
@@ -129,7 +154,7 @@ impl<'n> Plan<'n> {
                 _ => Prepared::None,
             });
         }
-        let mut plan = Self {
+        Ok(Self {
             net,
             shapes,
             prepared,
@@ -137,9 +162,8 @@ impl<'n> Plan<'n> {
             folded: vec![false; net.layers.len()],
             buffer_of: (0..net.values.len()).collect(),
             batch,
-        };
-        plan.fuse();
-        Ok(plan)
+            int8: None,
+        })
     }
 
     /// Folds chains of in-place per-channel layers into the layer that produces their input, when

@@ -1,6 +1,8 @@
 //! Running a plan: one buffer per value, allocated once and reused across batches; data layers filled by
 //! a `Feed`; every layer computed by one exhaustive match; an `Observer` called on every output value.
 
+mod int8;
+
 use ndarray::{ArrayD, IxDyn};
 
 use super::error::EngineError;
@@ -35,6 +37,8 @@ pub struct Session<'p, 'n> {
     values: Vec<ArrayD<f32>>,
     /// The tops of the layer being computed, taken out of `values` (kept to reuse its allocation).
     tops: Vec<ArrayD<f32>>,
+    /// A quantized plan's state: each buffer's current representation and its dequantized view.
+    int8: int8::State,
 }
 
 impl<'p, 'n> Session<'p, 'n> {
@@ -53,12 +57,15 @@ impl<'p, 'n> Session<'p, 'n> {
             plan,
             values,
             tops: Vec::new(),
+            int8: int8::State::new(plan),
         }
     }
 
-    /// The data of a value after the pass.
+    /// The data of a value after the pass (dequantized when it holds INT8 codes, as Intel Caffe's
+    /// pycaffe reads its blobs).
     pub fn value(&self, v: ValueId) -> &ArrayD<f32> {
-        &self.values[self.plan.buffer_of[v]]
+        let b = self.plan.buffer_of[v];
+        self.int8.dequantized(b).unwrap_or(&self.values[b])
     }
 
     /// The value a blob name holds at the end of the pass (the last write).
@@ -76,6 +83,9 @@ impl<'p, 'n> Session<'p, 'n> {
         feed: &mut dyn Feed,
         observer: &mut dyn Observer,
     ) -> Result<(), EngineError> {
+        if self.plan.int8.is_some() {
+            return with_workers_awake(|| self.run_layers_int8(feed, observer));
+        }
         with_workers_awake(|| self.run_layers(feed, observer))
     }
 

@@ -1,0 +1,192 @@
+//! What a quantized net needs beyond the FP32 plan to run as Intel Caffe runs it: the compiled view,
+//! the precision of every layer and value, each INT8 convolution prepared (weights folded, quantized
+//! and packed once), each fused convolution that runs FP32 prepared with its folded weights, and the
+//! buffer sharing of Intel's fusions (a sum-fused convolution writes into its residual's buffer, so
+//! after a pass the residual's name holds the sum, as in Intel Caffe).
+
+use super::compile::{Compiled, Fusion, folded_weights};
+use super::error::EngineError;
+use super::gemm::PackedA;
+use super::ops::conv::{self, Geometry};
+use super::ops::conv_int8::{Int8Conv, Int8Params, Store};
+use super::precision::{Exec, Precision, Repr};
+use super::quant::IntType;
+use crate::model::layer::LayerKind;
+use crate::model::{LayerId, Net, Shape};
+
+/// The input an INT8 layer reads: codes of this type at this scale (`force_u8`: the data layer already
+/// produced u8 units, factor 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputSpec {
+    pub ty: IntType,
+    pub scale: f32,
+}
+
+/// A fused convolution that runs FP32: folded weights and bias, ReLU and sum applied after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedF32 {
+    pub geometry: Geometry,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub packed: Vec<PackedA>,
+    pub relu: Option<f32>,
+    /// Eltwise coefficients (residual first) when the convolution absorbed a SUM.
+    pub sum: Option<[f32; 2]>,
+}
+
+/// How one layer runs in a quantized net.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Int8Layer {
+    /// As in the FP32 plan (its INT8 inputs dequantized), or absorbed.
+    Plain,
+    Conv(Box<Int8Conv>, InputSpec),
+    FusedF32(Box<FusedF32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Plan {
+    pub compiled: Compiled,
+    pub precision: Precision,
+    pub layers: Vec<Int8Layer>,
+}
+
+impl Int8Plan {
+    /// Prepares every layer; `shapes` are the FP32 plan's. `buffer_of` is updated for the fusions.
+    pub fn new(net: &Net, shapes: &[Shape], buffer_of: &mut [usize]) -> Result<Self, EngineError> {
+        let compiled = Compiled::new(net);
+        let precision = Precision::new(net, &compiled).map_err(EngineError::Plan)?;
+        let mut layers = Vec::with_capacity(net.layers.len());
+        for (id, l) in net.layers.iter().enumerate() {
+            let err = |m: String| EngineError::layer(l, m);
+            let fusion = compiled.fusion(id);
+            let layer = match (&precision.exec[id], &l.kind) {
+                (
+                    Exec::Int8 {
+                        quant,
+                        input,
+                        output,
+                    },
+                    LayerKind::Convolution(c),
+                ) => {
+                    let channels = l
+                        .bottoms
+                        .first()
+                        .map_or(0, |&b| shapes[b].get(1).copied().unwrap_or(0));
+                    let g = Geometry::of(c).map_err(err)?;
+                    let (w, b) = weights(net, id, fusion).map_err(err)?;
+                    let (relu, sum) = post_ops(fusion);
+                    let store = match output {
+                        Repr::F32 => Store::F32,
+                        Repr::Int { ty, .. } => Store::Int(*ty),
+                    };
+                    // The sum post-op's factor on the residual: (s_out / s_res) · coeff[0].
+                    let sum_factor = sum.map(|[c0, _]| {
+                        let s_res = fusion.and_then(|f| f.sum.as_ref()).map_or(1.0, |s| {
+                            match precision.repr[s.residual] {
+                                Repr::Int { scale, .. } => scale,
+                                Repr::F32 => 1.0,
+                            }
+                        });
+                        quant.scale_out / s_res * c0
+                    });
+                    let params = Int8Params {
+                        scale_in: quant.scale_in,
+                        scale_out: quant.scale_out,
+                        scale_params: &quant.scale_params,
+                        input: *input,
+                        store,
+                        sum: sum_factor,
+                        own_coeff: sum.map_or(1.0, |[_, c1]| c1),
+                        relu,
+                    };
+                    let conv =
+                        Int8Conv::new(&w, &b, g, (c.num_output, channels), &params).map_err(err)?;
+                    let spec = InputSpec {
+                        ty: *input,
+                        scale: quant.scale_in,
+                    };
+                    Int8Layer::Conv(Box::new(conv), spec)
+                }
+                (Exec::Int8 { .. }, _) => {
+                    return Err(err("INT8 InnerProduct is not supported yet".into()));
+                }
+                (Exec::F32, LayerKind::Convolution(c)) if fusion.is_some() => {
+                    let channels = l
+                        .bottoms
+                        .first()
+                        .map_or(0, |&b| shapes[b].get(1).copied().unwrap_or(0));
+                    let geometry = Geometry::of(c).map_err(err)?;
+                    let (weights, bias) = weights(net, id, fusion).map_err(err)?;
+                    let packed = conv::pack_weights(
+                        &weights,
+                        Some(&bias),
+                        &geometry,
+                        c.num_output,
+                        channels,
+                    );
+                    let (relu, sum) = post_ops(fusion);
+                    Int8Layer::FusedF32(Box::new(FusedF32 {
+                        geometry,
+                        weights,
+                        bias,
+                        packed,
+                        relu,
+                        sum,
+                    }))
+                }
+                _ => Int8Layer::Plain,
+            };
+            layers.push(layer);
+            if let Some(f) = fusion {
+                share_buffers(net, &compiled, id, f, buffer_of);
+            }
+        }
+        Ok(Self {
+            compiled,
+            precision,
+            layers,
+        })
+    }
+}
+
+/// The weights and bias of a (possibly folded) convolution.
+fn weights(
+    net: &Net,
+    id: LayerId,
+    fusion: Option<&Fusion>,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    folded_weights(net, id, fusion.map_or(&[], |f| f.folded.as_slice()))
+}
+
+/// The fused ReLU slope and the Eltwise coefficients (residual first; 1 when not given).
+fn post_ops(fusion: Option<&Fusion>) -> (Option<f32>, Option<[f32; 2]>) {
+    let relu = fusion.and_then(|f| f.relu).map(|(_, s)| s);
+    let sum = fusion
+        .and_then(|f| f.sum.as_ref())
+        .map(|s| match s.coeff.as_slice() {
+            [a, b] => [*a, *b],
+            _ => [1.0, 1.0],
+        });
+    (relu, sum)
+}
+
+/// Every value a fused layer stands for lives in one buffer: its residual's for a sum fusion (Intel
+/// writes the sum there), else its own top's.
+fn share_buffers(net: &Net, compiled: &Compiled, id: LayerId, f: &Fusion, buffer_of: &mut [usize]) {
+    let Some(&own) = net.layers[id].tops.first() else {
+        return;
+    };
+    let target = f
+        .sum
+        .as_ref()
+        .map_or(buffer_of[own], |s| buffer_of[s.residual]);
+    let absorbed = compiled
+        .roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r == super::compile::Role::Absorbed(id))
+        .flat_map(|(other, _)| net.layers[other].tops.iter().copied());
+    for v in std::iter::once(own).chain(absorbed) {
+        buffer_of[v] = target;
+    }
+}
