@@ -1,5 +1,6 @@
-//! `int8cal bench`: times the FP32 forward pass alone, after warm-up, at a batch size and thread count:
-//! median, minimum and maximum per batch and images per second.
+//! `int8cal bench`: times the forward pass alone, after warm-up, at a batch size and thread count:
+//! median, minimum and maximum per batch and images per second; FP32, and with `--int8 FILE` that
+//! quantized prototxt in INT8 side by side.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -33,20 +34,91 @@ pub struct Args {
     /// Also print where the time goes, per layer type and slowest layers (mean of `--runs` extra passes).
     #[arg(long)]
     pub profile: bool,
-    /// Print `{"batch": B, "threads": T, "fp32": {"median_ms": …, "min_ms": …}}`.
+    /// Print `{"batch": B, "threads": T, "fp32": {"median_ms": …, "min_ms": …}}` (and `"int8"`).
     #[arg(long)]
     pub json: bool,
+    /// Also time this quantized prototxt (same weights) in INT8 as Intel Caffe runs it, side by side.
+    #[arg(long, value_name = "QUANTIZED.prototxt")]
+    pub int8: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.batch == 0 || args.runs == 0 {
         anyhow::bail!("--batch and --runs must be at least 1");
     }
-    let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
-    let plan = Plan::new(&model.net, Some(args.batch))?;
-    let mut feed = fixed_inputs(&model, &plan, args)?;
-    let mut session = Session::new(&plan);
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
+    let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
+    let fp32 = time_model(&model, args, false)?;
+    let int8 = match &args.int8 {
+        Some(path) => {
+            let quantized = Model::load(path, args.files.weights.as_deref(), &data_tops)?;
+            if !Plan::is_quantized(&quantized.net) {
+                anyhow::bail!("{}: no layer has a quantization_param", path.display());
+            }
+            Some(time_model(&quantized, args, true)?)
+        }
+        None => None,
+    };
+    if args.json {
+        let mut doc =
+            serde_json::json!({ "batch": args.batch, "threads": threads, "fp32": fp32.json(args) });
+        if let Some(i) = &int8 {
+            doc["int8"] = i.json(args);
+            doc["speedup"] = serde_json::json!(fp32.median / i.median);
+        }
+        super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+    } else {
+        let mut text = fp32.line("fp32", args.batch, threads);
+        if let Some(i) = &int8 {
+            text += &i.line("int8", args.batch, threads);
+            text += &format!("int8 speedup over fp32: {:.2}x\n", fp32.median / i.median);
+        }
+        super::emit(&text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Times of one precision: median, min and max per batch.
+struct Times {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Times {
+    fn json(&self, args: &Args) -> serde_json::Value {
+        serde_json::json!({
+            "median_ms": self.median, "min_ms": self.min, "max_ms": self.max,
+            "images_per_s": args.batch as f64 / (self.median / 1e3), "runs": args.runs
+        })
+    }
+
+    fn line(&self, what: &str, batch: usize, threads: usize) -> String {
+        let per_s = batch as f64 / (self.median / 1e3);
+        format!(
+            "{what}, batch {batch}, {threads} threads: median {:.2} ms (min {:.2}, max {:.2}) per batch, {per_s:.1} images/s\n",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+/// Times the forward pass of a model (INT8 as Intel runs it when `int8`), after 3 warm-up passes,
+/// with the per-layer profile on stderr when asked.
+fn time_model(model: &Model, args: &Args, int8: bool) -> anyhow::Result<Times> {
+    // A data layer's relative sources resolve beside the prototxt that names them.
+    let base = model
+        .prototxt
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let plan = if int8 {
+        Plan::new_int8(&model.net, Some(args.batch))?
+    } else {
+        Plan::new(&model.net, Some(args.batch))?
+    };
+    let mut feed = fixed_inputs(model, &plan, args, &base)?;
+    let mut session = Session::new(&plan);
     let mut times = super::with_threads(args.threads, || -> anyhow::Result<Vec<f64>> {
         for _ in 0..3 {
             session.forward(&mut feed, &mut NoObserver)?;
@@ -73,39 +145,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Ok(())
         })?;
         timer.scale(1.0 / args.runs as f64);
-        let total: f64 = timer.by_type.values().sum();
-        let mut rows: Vec<_> = timer.by_type.into_iter().collect();
-        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let text: String = rows
-            .iter()
-            .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
-            .collect();
-        let mut layers: Vec<_> = timer.by_layer.into_iter().collect();
-        layers.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let slowest: String = layers
-            .iter()
-            .take(80)
-            .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
-            .collect();
-        eprint!("{text}slowest layers:\n{slowest}");
+        eprint!("{}", timer.report(if int8 { "int8" } else { "fp32" }));
     }
     times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let (min, max) = (times[0], times[times.len() - 1]);
-    let per_s = args.batch as f64 / (median / 1e3);
-    if args.json {
-        let doc = serde_json::json!({
-            "batch": args.batch, "threads": threads,
-            "fp32": { "median_ms": median, "min_ms": min, "max_ms": max, "images_per_s": per_s, "runs": args.runs }
-        });
-        super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
-    } else {
-        super::emit(&format!(
-            "fp32, batch {}, {threads} threads: median {median:.2} ms (min {min:.2}, max {max:.2}) per batch, {per_s:.1} images/s\n",
-            args.batch
-        ))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Times {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+    })
 }
 
 /// Attributes the time between consecutive outputs to the layer type that produced the later one.
@@ -126,6 +173,25 @@ impl crate::engine::Observer for LayerTimer {
 }
 
 impl LayerTimer {
+    /// Time per layer type, then the slowest layers.
+    fn report(self, what: &str) -> String {
+        let total: f64 = self.by_type.values().sum();
+        let mut rows: Vec<_> = self.by_type.into_iter().collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let text: String = rows
+            .iter()
+            .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
+            .collect();
+        let mut layers: Vec<_> = self.by_layer.into_iter().collect();
+        layers.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest: String = layers
+            .iter()
+            .take(12)
+            .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
+            .collect();
+        format!("{what}:\n{text}slowest layers:\n{slowest}")
+    }
+
     fn scale(&mut self, factor: f64) {
         let all = self.by_type.values_mut().chain(self.by_layer.values_mut());
         all.for_each(|ms| *ms *= factor);
@@ -134,7 +200,12 @@ impl LayerTimer {
 
 /// The same inputs for every pass: the given array tiled to the batch, seeded random values, or one
 /// batch read from the net's data layer.
-fn fixed_inputs(model: &Model, plan: &Plan, args: &Args) -> anyhow::Result<ArrayFeed> {
+fn fixed_inputs(
+    model: &Model,
+    plan: &Plan,
+    args: &Args,
+    base: &std::path::Path,
+) -> anyhow::Result<ArrayFeed> {
     let mut feed = ArrayFeed::default();
     let net = &model.net;
     if net
@@ -142,8 +213,7 @@ fn fixed_inputs(model: &Model, plan: &Plan, args: &Args) -> anyhow::Result<Array
         .iter()
         .any(|l| matches!(l.kind, LayerKind::Data { .. }))
     {
-        let base = args.files.folder();
-        let mut data = DataFeed::start(plan, &base).map_err(anyhow::Error::msg)?;
+        let mut data = DataFeed::start(plan, base).map_err(anyhow::Error::msg)?;
         for l in net
             .layers
             .iter()

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use super::ModelArgs;
 use crate::data::shapes::data_tops;
+use crate::engine::Session;
 use crate::engine::feed::DataFeed;
 use crate::engine::session::NoObserver;
-use crate::engine::Session;
 use crate::model::Model;
 
 #[derive(Debug, clap::Args)]

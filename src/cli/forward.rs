@@ -10,9 +10,9 @@ use super::ModelArgs;
 use crate::data::pixels::Pixels;
 use crate::data::shapes::data_tops;
 use crate::data::transform::Transform;
+use crate::engine::Session;
 use crate::engine::feed::ArrayFeed;
 use crate::engine::session::NoObserver;
-use crate::engine::Session;
 use crate::model::layer::LayerKind;
 use crate::model::{Model, Net, Prototxt, ValueId};
 

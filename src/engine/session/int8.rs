@@ -124,8 +124,12 @@ impl Session<'_, '_> {
     fn relu_in_place(&mut self, layer: &Layer, slope: f32) -> Result<(), String> {
         let &top = layer.tops.first().ok_or("no output")?;
         let b = self.plan.buffer_of[top];
-        let o = self.values[b].as_slice_mut().ok_or("non-contiguous output")?;
-        o.iter_mut().filter(|v| **v <= 0.0).for_each(|v| *v *= slope);
+        let o = self.values[b]
+            .as_slice_mut()
+            .ok_or("non-contiguous output")?;
+        o.iter_mut()
+            .filter(|v| **v <= 0.0)
+            .for_each(|v| *v *= slope);
         Ok(())
     }
 
