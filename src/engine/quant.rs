@@ -19,10 +19,20 @@ impl IntType {
     }
 }
 
-/// `sat(nearbyint(v))` into the type's range.
+/// `sat(nearbyint(v))` into the type's range. Clamping first and rounding after gives the same result
+/// (the bounds are integers), and keeps |v| small enough for `round_even_small`.
 pub fn round_saturate(v: f32, ty: IntType) -> i32 {
     let (lo, hi) = ty.range();
-    v.round_ties_even().clamp(lo, hi) as i32
+    round_even_small(v.clamp(lo, hi)) as i32
+}
+
+/// Nearest integer, ties to even, for |v| ≤ 2^22: adding and removing 1.5·2^23 leaves the rounding to
+/// the FPU's default mode (nearest-even). Without SSE4.1 in the baseline target, `round_ties_even`
+/// is a library call on every value; this is two additions.
+#[inline]
+fn round_even_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
 }
 
 /// FP32 input to INT8: `sat(nearbyint(x · s_in))`.
@@ -98,6 +108,14 @@ pub fn average(sum: i32, n: usize) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_rounding_is_round_ties_even() {
+        for i in -2_000_000..2_000_000 {
+            let v = i as f32 * 0.25 + 0.125 * (i % 3) as f32;
+            assert_eq!(round_even_small(v), v.round_ties_even(), "{v}");
+        }
+    }
 
     #[test]
     fn rounding_is_to_even_and_saturating() {

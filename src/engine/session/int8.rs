@@ -5,6 +5,7 @@
 //! buffers holding codes keep a dequantized copy, which FP32 consumers, observers and dumps read.
 
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 use super::{Feed, Observer, Session, contiguous};
 use crate::engine::error::EngineError;
@@ -57,9 +58,27 @@ impl State {
             if shadow.shape() != data.shape() {
                 *shadow = ArrayD::zeros(data.raw_dim());
             }
-            shadow.zip_mut_with(data, |d, &q| *d = quant::dequantize(q as i32, scale));
+            if let (Some(d), Some(q)) = (shadow.as_slice_mut(), data.as_slice()) {
+                d.par_chunks_mut(CHUNK)
+                    .zip(q.par_chunks(CHUNK))
+                    .for_each(|(d, q)| {
+                        for (d, &q) in d.iter_mut().zip(q) {
+                            *d = quant::dequantize(q as i32, scale);
+                        }
+                    });
+            }
         }
     }
+}
+
+/// Elements per parallel block of the conversions.
+const CHUNK: usize = 1 << 15;
+
+/// `dst[i] = f(src[i])` in parallel blocks.
+fn map_parallel(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &v)| *d = f(v)));
 }
 
 impl Session<'_, '_> {
@@ -156,14 +175,13 @@ impl Session<'_, '_> {
                 }
             }
             Repr::Int { scale, .. } => {
-                for (d, &q) in codes.iter_mut().zip(src) {
-                    *d = quant::requantize(q as i32, scale, spec.scale, spec.ty) as f32;
-                }
+                let f = |q: f32| quant::requantize(q as i32, scale, spec.scale, spec.ty) as f32;
+                map_parallel(src, codes, f);
             }
             Repr::F32 => {
-                for (d, &x) in codes.iter_mut().zip(src) {
-                    *d = quant::quantize(x, spec.scale, spec.ty) as f32;
-                }
+                map_parallel(src, codes, |x| {
+                    quant::quantize(x, spec.scale, spec.ty) as f32
+                });
             }
         }
         Ok(true)
@@ -307,6 +325,7 @@ impl Session<'_, '_> {
                 LayerKind::Concat { axis } => {
                     let dims0 = plan.shapes[layer.bottoms[0]].as_slice();
                     let a = crate::model::shape::canonical_axis(*axis, dims0.len())?;
+                    // Inputs already at the output scale are read in place; others requantized.
                     let mut parts = Vec::with_capacity(layer.bottoms.len());
                     for (i, &b) in layer.bottoms.iter().enumerate() {
                         let (x, repr) = input(i)?;
@@ -314,19 +333,19 @@ impl Session<'_, '_> {
                             Repr::Int { scale, .. } => scale,
                             Repr::F32 => 1.0,
                         };
-                        let codes: Vec<f32> = if scale == out_scale {
-                            x.to_vec()
+                        let codes: std::borrow::Cow<[f32]> = if scale == out_scale {
+                            std::borrow::Cow::Borrowed(x)
                         } else {
-                            x.iter()
-                                .map(|&q| quant::requantize(q as i32, scale, out_scale, ty) as f32)
-                                .collect()
+                            let mut v = vec![0.0; x.len()];
+                            let f =
+                                |q: f32| quant::requantize(q as i32, scale, out_scale, ty) as f32;
+                            map_parallel(x, &mut v, f);
+                            std::borrow::Cow::Owned(v)
                         };
-                        parts.push((codes, plan.shapes[b].clone()));
+                        parts.push((codes, plan.shapes[b].as_slice()));
                     }
-                    let inputs: Vec<(&[f32], &[usize])> = parts
-                        .iter()
-                        .map(|(c, s)| (c.as_slice(), s.as_slice()))
-                        .collect();
+                    let inputs: Vec<(&[f32], &[usize])> =
+                        parts.iter().map(|(c, s)| (c.as_ref(), *s)).collect();
                     tensor::concat(&inputs, a, o);
                 }
                 _ => return Err("this layer does not pass INT8 through".into()),
