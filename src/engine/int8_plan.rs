@@ -14,8 +14,8 @@ use super::quant::IntType;
 use crate::model::layer::LayerKind;
 use crate::model::{LayerId, Net, Shape};
 
-/// The input an INT8 layer reads: codes of this type at this scale (`force_u8`: the data layer already
-/// produced u8 units, factor 1).
+/// The input an INT8 layer reads: codes of this type at this scale (1 with `force_u8_input`: the data
+/// layer already produced u8 units).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputSpec {
     pub ty: IntType,

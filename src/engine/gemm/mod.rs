@@ -1,9 +1,9 @@
-//! The f32 matrix products. Convolutions multiply weights packed once per plan (`PackedA`, 8-row panels)
-//! by unrolled columns with our own micro-kernels (`kernels`), which need no packing of the columns: with
-//! a few dozen output channels and a few hundred columns per image, packing both sides per call (as a
-//! general GEMM does) cost as much as the products. InnerProduct and Deconvolution use ndarray's
-//! `general_mat_mul` (matrixmultiply). The `gemm` and `rten-gemm` crates were measured in its place and
-//! were no faster on the fixtures (README, performance).
+//! The matrix products. Convolutions and Deconvolutions multiply f32 weights packed once per plan
+//! (`PackedA`, 8-row panels) by columns read in place (`Rows`) with our own micro-kernels (`kernels`):
+//! with a few dozen output channels and a few hundred columns per image, packing both sides per call (as
+//! a general GEMM does) cost as much as the products. InnerProduct takes row dot products (`row_dots`,
+//! no packing) on AVX-512 and ndarray's `general_mat_mul` (matrixmultiply) elsewhere; the `gemm` and
+//! `rten-gemm` crates were measured and were no faster on the fixtures. `int8` holds the u8 × s8 product.
 
 pub mod int8;
 mod kernels;
@@ -38,7 +38,7 @@ impl PackedA {
     pub fn new(a: &[f32], rows: usize, depth: usize) -> Self {
         let panels = rows.div_ceil(MR);
         let mut data = vec![0.0; panels * depth * MR];
-        for (r, panel) in data.chunks_mut(depth * MR).enumerate() {
+        for (r, panel) in data.chunks_mut((depth * MR).max(1)).enumerate() {
             for i in 0..MR.min(rows - r * MR) {
                 let row = &a[(r * MR + i) * depth..(r * MR + i + 1) * depth];
                 for (p, &v) in row.iter().enumerate() {

@@ -71,6 +71,18 @@ impl State {
     }
 }
 
+/// A convolution's input and output values and its 4-D input shape.
+fn conv_io(plan: &Plan, layer: &Layer) -> Result<(usize, usize, [usize; 4]), String> {
+    let (&bottom, &top) = layer
+        .bottoms
+        .first()
+        .zip(layer.tops.first())
+        .ok_or("no input or output")?;
+    let dims = <[usize; 4]>::try_from(plan.shapes[bottom].as_slice())
+        .map_err(|_| "expects a 4-D input")?;
+    Ok((bottom, top, dims))
+}
+
 /// Elements per parallel block of the conversions.
 const CHUNK: usize = 1 << 15;
 
@@ -195,13 +207,7 @@ impl Session<'_, '_> {
         output: Repr,
     ) -> Result<(), String> {
         let plan = self.plan;
-        let (&bottom, &top) = layer
-            .bottoms
-            .first()
-            .zip(layer.tops.first())
-            .ok_or("no input or output")?;
-        let dims = <[usize; 4]>::try_from(plan.shapes[bottom].as_slice())
-            .map_err(|_| "expects a 4-D input")?;
+        let (bottom, top, dims) = conv_io(plan, layer)?;
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
         let converted = self.prepare_codes(bottom, spec)?;
         if !converted && bin == bout {
@@ -228,13 +234,7 @@ impl Session<'_, '_> {
     /// A fused convolution that Intel runs in FP32: folded weights, then the sum and ReLU.
     fn fused_f32(&mut self, layer: &Layer, f: &FusedF32) -> Result<(), String> {
         let plan = self.plan;
-        let (&bottom, &top) = layer
-            .bottoms
-            .first()
-            .zip(layer.tops.first())
-            .ok_or("no input or output")?;
-        let dims = <[usize; 4]>::try_from(plan.shapes[bottom].as_slice())
-            .map_err(|_| "expects a 4-D input")?;
+        let (bottom, top, dims) = conv_io(plan, layer)?;
         let bout = plan.buffer_of[top];
         if f.sum.is_some() {
             let residual = contiguous(self.value(top))?.to_vec();
