@@ -119,6 +119,7 @@ fn time_model(model: &Model, args: &Args, int8: bool) -> anyhow::Result<Times> {
     };
     let mut feed = fixed_inputs(model, &plan, args, &base)?;
     let mut session = Session::new(&plan);
+    session.set_dequantized_views(false);
     let mut times = super::with_threads(args.threads, || -> anyhow::Result<Vec<f64>> {
         for _ in 0..3 {
             session.forward(&mut feed, &mut NoObserver)?;

@@ -74,6 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let base = args.files.folder();
     let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
     let mut session = Session::new(&plan);
+    session.set_dequantized_views(false);
     let mut sums = vec![0f64; wanted.len()];
     let bar = indicatif::ProgressBar::new(args.iterations as u64);
     super::with_threads(args.threads, || -> anyhow::Result<()> {

@@ -20,6 +20,11 @@ pub trait Feed {
 /// Sees every value as soon as it is computed (calibration collects statistics through it).
 pub trait Observer {
     fn output(&mut self, layer: &Layer, value: ValueId, data: &ArrayD<f32>);
+
+    /// Whether `output` looks at the data (INT8 values are then dequantized as they are written).
+    fn wants_values(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that does nothing.
@@ -28,6 +33,10 @@ pub struct NoObserver;
 
 impl Observer for NoObserver {
     fn output(&mut self, _: &Layer, _: ValueId, _: &ArrayD<f32>) {}
+
+    fn wants_values(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -39,6 +48,8 @@ pub struct Session<'p, 'n> {
     tops: Vec<ArrayD<f32>>,
     /// A quantized plan's state: each buffer's current representation and its dequantized view.
     int8: int8::State,
+    /// Whether the current pass's observer looks at values.
+    eager: bool,
 }
 
 impl<'p, 'n> Session<'p, 'n> {
@@ -58,7 +69,14 @@ impl<'p, 'n> Session<'p, 'n> {
             values,
             tops: Vec::new(),
             int8: int8::State::new(plan),
+            eager: false,
         }
+    }
+
+    /// With `false`, INT8 values that no FP32 layer reads are not dequantized at the end of a pass
+    /// (`eval` and `bench` need only the outputs); `value` of such a value is then stale. Default true.
+    pub fn set_dequantized_views(&mut self, views: bool) {
+        self.int8.views = views;
     }
 
     /// The data of a value after the pass (dequantized when it holds INT8 codes, as Intel Caffe's

@@ -27,7 +27,13 @@ pub struct Int8Conv {
     pub geometry: Geometry,
     pub input: IntType,
     pub store: Store,
+    /// Weights packed per group for the GEMM (empty for a depthwise convolution).
     groups: Vec<PackedS8>,
+    /// A depthwise convolution's weights, kh·kw per channel, for its direct loop.
+    depthwise: Option<Vec<i8>>,
+    /// Σ weights per output channel (the correction for s8 input shifted to u8).
+    weight_sums: Vec<i32>,
+    outputs: usize,
     bias: Vec<i32>,
     requant: Vec<Requant>,
 }
@@ -73,11 +79,20 @@ impl Int8Conv {
             .flat_map(|(w, &s)| w.iter().map(move |&v| quant::quantize_weight(v, s)))
             .collect();
         let mg = outputs / geometry.group;
-        let groups = q
-            .chunks((mg * k).max(1))
-            .take(geometry.group)
-            .map(|w| PackedS8::new(w, mg, k))
+        let weight_sums = q
+            .chunks(k.max(1))
+            .map(|w| w.iter().map(|&v| i32::from(v)).sum())
             .collect();
+        let (groups, depthwise) = if geometry.is_depthwise(channels, outputs) {
+            (Vec::new(), Some(q))
+        } else {
+            let packed = q
+                .chunks((mg * k).max(1))
+                .take(geometry.group)
+                .map(|w| PackedS8::new(w, mg, k))
+                .collect();
+            (packed, None)
+        };
         let bias = bias
             .iter()
             .zip(p.scale_params)
@@ -97,6 +112,9 @@ impl Int8Conv {
             input: p.input,
             store: p.store,
             groups,
+            depthwise,
+            weight_sums,
+            outputs,
             bias,
             requant,
         })
@@ -123,8 +141,7 @@ thread_local! {
 pub fn convolution_int8(conv: &Int8Conv, x: &[f32], [n, c, h, w]: [usize; 4], out: &mut [f32]) {
     let g = &conv.geometry;
     let (oh, ow) = g.out_size(h, w);
-    let m: usize = conv.groups.iter().map(PackedS8::rows).sum();
-    let plane = oh * ow;
+    let (m, plane) = (conv.outputs, oh * ow);
     out.par_chunks_mut(m * plane)
         .zip(x.par_chunks(c * h * w))
         .take(n)
@@ -147,15 +164,16 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
         IntType::U8 => 0u8,
         IntType::S8 => 128,
     };
-    let mut row0 = 0;
-    for (gi, wg) in conv.groups.iter().enumerate() {
+    let mg = conv.outputs / g.group;
+    let taps = g.kernel[0] * g.kernel[1];
+    for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
         b.image.clear();
         b.image.resize(cg * len, shift);
         b.plane.resize(h * w, 0);
         for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
             for (d, &v) in b.plane.iter_mut().zip(src) {
-                *d = (v as i32 + i32::from(shift)) as u8;
+                *d = code_byte(v).wrapping_add(shift);
             }
             grid.split(&b.plane, w, dst);
         }
@@ -168,35 +186,87 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
             }
         }
         let ncols = (oh - 1) * wq + ow;
-        let mg = wg.rows();
+        b.acc.clear();
         b.acc.resize(mg * ncols, 0);
-        let rows = RowsU8 {
-            data: &b.image,
-            starts: &b.starts,
-        };
-        gemm_u8s8(wg, rows, ncols, (&mut b.acc, ncols), &mut b.gemm);
-        for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
-            let oc = row0 + i;
-            let comp = i32::from(shift) * wg.row_sums()[i];
-            let r = &conv.requant[oc];
-            for oy in 0..oh {
-                let dst = &mut o[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
-                for (d, &acc) in dst.iter_mut().zip(&acc_row[oy * wq..oy * wq + ow]) {
-                    let y = r.apply(acc - comp, conv.bias[oc], *d);
-                    *d = match conv.store {
-                        Store::Int(t) => quant::round_saturate(y, t) as f32,
-                        Store::F32 => y,
-                    };
+        match (&conv.depthwise, conv.groups.get(gi)) {
+            // One channel, one filter: each tap is one integer multiply-add over the phase grid.
+            (Some(dw), _) => {
+                for (&wv, &start) in dw[gi * taps..(gi + 1) * taps].iter().zip(&b.starts) {
+                    let src = &b.image[start..start + ncols];
+                    let wv = i32::from(wv);
+                    b.acc
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(a, &x)| *a += wv * i32::from(x));
                 }
             }
+            (None, Some(wg)) => {
+                let rows = RowsU8 {
+                    data: &b.image,
+                    starts: &b.starts,
+                };
+                gemm_u8s8(wg, rows, ncols, (&mut b.acc, ncols), &mut b.gemm);
+            }
+            (None, None) => return,
         }
-        row0 += mg;
+        for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
+            let oc = gi * mg + i;
+            let comp = i32::from(shift) * conv.weight_sums[oc];
+            for oy in 0..oh {
+                let dst = &mut o[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
+                let acc = &acc_row[oy * wq..oy * wq + ow];
+                requantize_row(&conv.requant[oc], acc, comp, conv.bias[oc], conv.store, dst);
+            }
+        }
+    }
+}
+
+/// An integer code in [−128, 255] held as f32, as its byte (two's complement for negatives): adding
+/// 1.5·2^23 puts v + 2^22 in the low mantissa bits (ulp 1), whose low byte is v's, without the checks
+/// of a float-to-int cast.
+#[inline]
+fn code_byte(v: f32) -> u8 {
+    (v + 12_582_912.0).to_bits() as u8
+}
+
+/// One run of outputs of a channel: `dst` holds the residual on entry (when there is a sum post-op).
+/// The loops without a sum post-op have no calls or branches the compiler cannot vectorize.
+fn requantize_row(r: &Requant, acc: &[i32], comp: i32, bias: i32, store: Store, dst: &mut [f32]) {
+    match (r.sum, store) {
+        (None, Store::Int(t)) => {
+            let slope = r.relu;
+            for (d, &a) in dst.iter_mut().zip(acc) {
+                let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
+                if let Some(s) = slope
+                    && y < 0.0
+                {
+                    y *= s;
+                }
+                *d = quant::round_saturate(y, t) as f32;
+            }
+        }
+        _ => {
+            for (d, &a) in dst.iter_mut().zip(acc) {
+                let y = r.apply(a - comp, bias, *d);
+                *d = match store {
+                    Store::Int(t) => quant::round_saturate(y, t) as f32,
+                    Store::F32 => y,
+                };
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_bytes_are_the_codes_twos_complement() {
+        for v in -128..=255 {
+            assert_eq!(code_byte(v as f32), v as u8, "{v}");
+        }
+    }
 
     /// The INT8 convolution written out per output: integer sums over the taps inside the image (the
     /// padding is real zero), then the same requantization and store.
@@ -319,6 +389,29 @@ mod tests {
                 Store::Int(IntType::U8),
                 Some(0.7),
                 Some(0.0),
+            ),
+            // Depthwise (the direct loop), strided with s8 input and stride 1 with a sum.
+            (
+                geo(3, 2, 1, 4),
+                4,
+                4,
+                9,
+                8,
+                IntType::S8,
+                Store::Int(IntType::U8),
+                None,
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 6),
+                6,
+                6,
+                5,
+                7,
+                IntType::U8,
+                Store::F32,
+                Some(0.5),
+                None,
             ),
             (
                 geo(3, 1, 1, 1),

@@ -25,6 +25,12 @@ use crate::model::layer::{Activation, LayerKind, PoolMethod};
 pub(super) struct State {
     repr: Vec<Repr>,
     shadow: Vec<ArrayD<f32>>,
+    /// Buffers an FP32 layer reads: their dequantized copy is made as soon as they are written.
+    read_as_f32: Vec<bool>,
+    /// Buffers whose dequantized copy is not made yet.
+    stale: Vec<bool>,
+    /// Whether every INT8 value's dequantized copy is made by the end of a pass.
+    pub(super) views: bool,
     /// An INT8 layer's input converted to its type and scale.
     codes: Vec<f32>,
     /// A fused FP32 convolution's residual, saved before the buffer is overwritten.
@@ -34,9 +40,25 @@ pub(super) struct State {
 impl State {
     pub(super) fn new(plan: &Plan) -> Self {
         let n = plan.shapes.len();
+        let mut read_as_f32 = vec![false; n];
+        if let Some(int8) = &plan.int8 {
+            for (id, l) in plan.net.layers.iter().enumerate() {
+                let reads_codes =
+                    matches!(int8.precision.exec[id], Exec::PassInt8 | Exec::Absorbed)
+                        || matches!(int8.layers[id], Int8Layer::Conv(..));
+                if !reads_codes {
+                    l.bottoms
+                        .iter()
+                        .for_each(|&b| read_as_f32[plan.buffer_of[b]] = true);
+                }
+            }
+        }
         Self {
             repr: vec![Repr::F32; n],
             shadow: vec![ArrayD::zeros(IxDyn(&[0])); n],
+            read_as_f32,
+            stale: vec![false; n],
+            views: true,
             codes: Vec::new(),
             residual: Vec::new(),
         }
@@ -50,24 +72,38 @@ impl State {
         }
     }
 
-    /// Records what a buffer now holds, and refreshes its dequantized copy.
-    fn stored(&mut self, b: usize, repr: Repr, data: &ArrayD<f32>) {
+    /// Records what a buffer now holds; its dequantized copy is made now when an FP32 layer reads it
+    /// or `eager` (an observer looks at every value), else marked stale.
+    fn stored(&mut self, b: usize, repr: Repr, data: &ArrayD<f32>, eager: bool) {
         self.repr[b] = repr;
-        if let Repr::Int { scale, .. } = repr {
-            let shadow = &mut self.shadow[b];
-            if shadow.shape() != data.shape() {
-                *shadow = ArrayD::zeros(data.raw_dim());
-            }
-            if let (Some(d), Some(q)) = (shadow.as_slice_mut(), data.as_slice()) {
-                d.par_chunks_mut(CHUNK)
-                    .zip(q.par_chunks(CHUNK))
-                    .for_each(|(d, q)| {
-                        for (d, &q) in d.iter_mut().zip(q) {
-                            *d = quant::dequantize(q as i32, scale);
-                        }
-                    });
+        self.stale[b] = false;
+        if matches!(repr, Repr::Int { .. }) {
+            if self.read_as_f32[b] || eager {
+                self.dequantize(b, data);
+            } else {
+                self.stale[b] = true;
             }
         }
+    }
+
+    fn dequantize(&mut self, b: usize, data: &ArrayD<f32>) {
+        let Repr::Int { scale, .. } = self.repr[b] else {
+            return;
+        };
+        let shadow = &mut self.shadow[b];
+        if shadow.shape() != data.shape() {
+            *shadow = ArrayD::zeros(data.raw_dim());
+        }
+        if let (Some(d), Some(q)) = (shadow.as_slice_mut(), data.as_slice()) {
+            d.par_chunks_mut(CHUNK)
+                .zip(q.par_chunks(CHUNK))
+                .for_each(|(d, q)| {
+                    for (d, &q) in d.iter_mut().zip(q) {
+                        *d = quant::dequantize(q as i32, scale);
+                    }
+                });
+        }
+        self.stale[b] = false;
     }
 }
 
@@ -103,6 +139,7 @@ impl Session<'_, '_> {
         let (net, Some(int8)) = (plan.net, plan.int8.as_ref()) else {
             return Err(EngineError::Plan("the plan is not quantized".into()));
         };
+        self.eager = observer.wants_values();
         for (id, layer) in net.layers.iter().enumerate() {
             let exec = &int8.precision.exec[id];
             let result = match (exec, &int8.layers[id]) {
@@ -121,6 +158,15 @@ impl Session<'_, '_> {
             result.map_err(|m| EngineError::layer(layer, m))?;
             for &t in &layer.tops {
                 observer.output(layer, t, self.value(t));
+            }
+        }
+        if self.int8.views {
+            for b in 0..self.values.len() {
+                if self.int8.stale[b] {
+                    let data = std::mem::replace(&mut self.values[b], ArrayD::zeros(IxDyn(&[0])));
+                    self.int8.dequantize(b, &data);
+                    self.values[b] = data;
+                }
             }
         }
         Ok(())
@@ -226,7 +272,7 @@ impl Session<'_, '_> {
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
             convolution_int8(conv, x, dims, o);
         }
-        self.int8.stored(bout, output, &out);
+        self.int8.stored(bout, output, &out, self.eager);
         self.values[bout] = out;
         Ok(())
     }
@@ -352,7 +398,7 @@ impl Session<'_, '_> {
             }
             Ok(())
         })();
-        self.int8.stored(bout, out_repr, &out);
+        self.int8.stored(bout, out_repr, &out, self.eager);
         self.values[bout] = out;
         result
     }
