@@ -145,3 +145,36 @@ fn intels_quantized_files_evaluate_to_intel_caffes_int8_accuracy() {
         }
     }
 }
+
+#[test]
+fn the_int8_report_gives_isolated_and_cumulative_sqnr_per_int8_layer() {
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let dir = fixtures.join("resnet8_cifar");
+    let prototxt = dir.join("reference/intel_int8/test_quantized.prototxt");
+    let model = common::load(&prototxt, Some(&dir.join("weights.caffemodel"))).unwrap();
+    let plan = Plan::new_int8(&model.net, None).unwrap();
+    let mut feed = DataFeed::start(&plan, prototxt.parent().unwrap()).unwrap();
+    let report = int8cal::engine::sqnr::int8_report(&model.net, None, 1, &mut feed).unwrap();
+    // The 7 layers Intel ran in INT8, each compared at the output it stands for.
+    let names: Vec<&str> = report.iter().map(|l| l.layer.as_str()).collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert_eq!(
+        report[3].blob, "res2",
+        "res2_branch1 stands for the fused res2"
+    );
+    for l in &report {
+        assert!(
+            l.cumulative_sqnr_db.is_finite() && l.cumulative_sqnr_db > 10.0,
+            "{l:?}"
+        );
+    }
+    // Nothing before the first INT8 layer is quantized: both measures are the same.
+    assert_eq!(
+        report[0].isolated_sqnr_db,
+        Some(report[0].cumulative_sqnr_db)
+    );
+    // Alone, res2_branch1 would add an FP32 residual, which Intel runs in FP32: no isolated figure.
+    assert_eq!(report[3].isolated_sqnr_db, None);
+}

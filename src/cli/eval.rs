@@ -34,6 +34,10 @@ pub struct Args {
     /// Run a quantized prototxt in FP32, ignoring its `quantization_param` blocks.
     #[arg(long)]
     pub fp32: bool,
+    /// For a quantized prototxt, also write each INT8 layer's output SQNR against FP32 on the same
+    /// batches (isolated: only that layer in INT8; cumulative: all) to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    pub int8_report: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -93,6 +97,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .zip(&sums)
         .map(|((n, _), s)| (n.clone(), s / args.iterations as f64))
         .collect();
+    // The data source is read again from its start for the report.
+    drop(feed);
+    if let Some(path) = &args.int8_report {
+        let inputs = [Some(&args.files.model), args.files.weights.as_ref()];
+        if inputs.into_iter().flatten().any(|i| same_file(i, path)) {
+            anyhow::bail!(
+                "{}: --int8-report would overwrite an input file",
+                path.display()
+            );
+        }
+        let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
+        let layers = super::with_threads(args.threads, || {
+            crate::engine::sqnr::int8_report(&model.net, None, args.iterations, &mut feed)
+        })?;
+        let doc = serde_json::json!({ "iterations": args.iterations, "batch_size": plan.batch, "layers": layers });
+        let text = serde_json::to_string_pretty(&doc)? + "\n";
+        crate::model::export::write_atomic(path, text.as_bytes())?;
+    }
     if args.json {
         let doc = serde_json::json!({ "iterations": args.iterations, "batch_size": plan.batch, "blobs": means });
         super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
@@ -104,4 +126,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         super::emit(&text)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }

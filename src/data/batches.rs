@@ -23,10 +23,22 @@ pub struct Batch {
     pub labels: Array1<f32>,
 }
 
-/// Reads batches on a worker thread, a few ahead of the consumer.
+/// Reads batches on a worker thread, a few ahead of the consumer. Dropping it stops the thread and
+/// waits for it, so its database is closed before the same source can be opened again.
 #[derive(Debug)]
 pub struct Prefetcher {
-    rx: Receiver<Result<Batch, String>>,
+    rx: Option<Receiver<Result<Batch, String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // The reader's next send fails once the receiver is gone, and it returns.
+        self.rx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Prefetcher {
@@ -51,7 +63,7 @@ impl Prefetcher {
         };
         let (tx, rx) = sync_channel(2);
         let name = layer.name.clone();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let mut batches = Batches::new(dims);
             match &reader {
                 Reader::Db(dir, annotated) => {
@@ -60,11 +72,16 @@ impl Prefetcher {
                 Reader::List(list) => list_loop(list, &transform, &name, &mut batches, &tx),
             }
         });
-        Ok(Self { rx })
+        Ok(Self {
+            rx: Some(rx),
+            thread: Some(thread),
+        })
     }
 
     pub fn next(&self) -> Result<Batch, String> {
         self.rx
+            .as_ref()
+            .ok_or("the data reader stopped")?
             .recv()
             .map_err(|_| "the data reader stopped".to_string())?
     }

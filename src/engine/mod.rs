@@ -12,6 +12,7 @@ pub mod plan;
 pub mod precision;
 pub mod quant;
 pub mod session;
+pub mod sqnr;
 
 pub use error::EngineError;
 pub use plan::Plan;
