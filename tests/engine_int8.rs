@@ -178,3 +178,55 @@ fn the_int8_report_gives_isolated_and_cumulative_sqnr_per_int8_layer() {
     // Alone, res2_branch1 would add an FP32 residual, which Intel runs in FP32: no isolated figure.
     assert_eq!(report[3].isolated_sqnr_db, None);
 }
+
+#[test]
+fn bad_quantization_parameters_name_the_layer_and_foreign_ones_run_fp32() {
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let dir = fixtures.join("lenet_mnist");
+    let text = std::fs::read_to_string(dir.join("reference/intel_int8/deploy_quantized.prototxt"))
+        .unwrap();
+    let scratch = common::scratch("int8_bad_params");
+    let plan_error = |name: &str, edited: String| -> Option<String> {
+        let path = common::write(&scratch, name, edited);
+        let model = common::load(&path, Some(&dir.join("weights.caffemodel"))).unwrap();
+        Plan::new_int8(&model.net, None)
+            .err()
+            .map(|e| e.to_string())
+    };
+    for (what, from, to) in [
+        ("zero scale", "scale_in: 48.89236", "scale_in: 0"),
+        ("NaN scale", "scale_params: 401.6109", "scale_params: nan"),
+        (
+            "two weight scales for 50 outputs",
+            "scale_params: 401.6109",
+            "scale_params: 1 scale_params: 2",
+        ),
+        ("16 bits", "bw_layer_out: 32", "bw_layer_out: 16"),
+    ] {
+        assert!(text.contains(from));
+        let err = plan_error("bad.prototxt", text.replace(from, to))
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert!(
+            err.contains("layer 'conv2'") && err.contains("quantization_param"),
+            "{what}: {err}"
+        );
+    }
+    // A block on a pooling layer: Intel runs it in FP32, and so do we, with a note.
+    let on_pool = text.replacen(
+        "  pooling_param {",
+        "  quantization_param { bw_layer_in: 8 bw_layer_out: 8 scale_in: 1 scale_out: 1 scale_params: 1 }\n  pooling_param {",
+        1,
+    );
+    let path = common::write(&scratch, "pool.prototxt", on_pool);
+    let model = common::load(&path, Some(&dir.join("weights.caffemodel"))).unwrap();
+    let plan = Plan::new_int8(&model.net, None).unwrap();
+    let notes = &plan.int8.as_ref().unwrap().precision.notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("layer 'pool1'") && n.contains("FP32")),
+        "{notes:?}"
+    );
+}
