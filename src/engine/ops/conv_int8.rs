@@ -171,11 +171,16 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
         b.image.clear();
         b.image.resize(cg * len, shift);
         b.plane.resize(h * w, 0);
+        // Stride 1 without padding: the phase grid is the plane itself.
+        let direct = g.stride == [1, 1] && g.pad == [0, 0];
         for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
-            for (d, &v) in b.plane.iter_mut().zip(src) {
+            let bytes = if direct { &mut dst[..h * w] } else { &mut b.plane[..] };
+            for (d, &v) in bytes.iter_mut().zip(src) {
                 *d = code_byte(v).wrapping_add(shift);
             }
-            grid.split(&b.plane, w, dst);
+            if !direct {
+                grid.split(&b.plane, w, dst);
+            }
         }
         b.starts.clear();
         for ch in 0..cg {
