@@ -61,8 +61,12 @@ impl PhaseGrid {
                 let x0 = (phase + sx - px % sx) % sx;
                 let dst = base + phase * hq * wq + (x0 + px) / sx;
                 let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
-                let taps = row.iter().skip(x0).step_by(sx);
-                line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+                if sx == 1 {
+                    line.copy_from_slice(&row[x0..x0 + line.len()]);
+                } else {
+                    let taps = row.iter().skip(x0).step_by(sx);
+                    line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+                }
             }
         }
     }
