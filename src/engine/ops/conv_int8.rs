@@ -174,7 +174,11 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
         // Stride 1 without padding: the phase grid is the plane itself.
         let direct = g.stride == [1, 1] && g.pad == [0, 0];
         for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
-            let bytes = if direct { &mut dst[..h * w] } else { &mut b.plane[..] };
+            let bytes = if direct {
+                &mut dst[..h * w]
+            } else {
+                &mut b.plane[..]
+            };
             for (d, &v) in bytes.iter_mut().zip(src) {
                 *d = code_byte(v).wrapping_add(shift);
             }
