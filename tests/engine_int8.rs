@@ -230,3 +230,57 @@ fn bad_quantization_parameters_name_the_layer_and_foreign_ones_run_fp32() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn an_int8_inner_product_computes_the_integer_definition() {
+    use int8cal::engine::quant::{IntType, quantize, quantize_bias, quantize_weight};
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let dir = fixtures.join("lenet_mnist");
+    let text = std::fs::read_to_string(dir.join("reference/intel_int8/deploy_quantized.prototxt"))
+        .unwrap();
+    // ip2 (10 outputs over ip1's 500 ReLU values) in INT8 with an FP32 output.
+    let (s_in, s_w) = (20.5f32, 300.25f32);
+    let edited = text.replace(
+        "  inner_product_param {\n    num_output: 10\n  }",
+        &format!("  inner_product_param {{\n    num_output: 10\n  }}\n  quantization_param {{ bw_layer_in: 8 bw_layer_out: 32 bw_params: 8 scale_in: {s_in} scale_out: 1 scale_params: {s_w} }}"),
+    );
+    assert_ne!(edited, text);
+    let scratch = common::scratch("int8_ip");
+    let path = common::write(&scratch, "ip.prototxt", edited);
+    let model = common::load(&path, Some(&dir.join("weights.caffemodel"))).unwrap();
+    let x = ArrayD::<f32>::read_npy(std::fs::File::open(dir.join("reference/input.npy")).unwrap())
+        .unwrap();
+    let plan = Plan::new_int8(&model.net, Some(x.shape()[0])).unwrap();
+    assert_eq!(
+        plan.int8
+            .as_ref()
+            .unwrap()
+            .precision
+            .gemm_layers(&model.net),
+        (4, 2)
+    );
+    let mut feed = ArrayFeed::default();
+    feed.arrays.insert(model.net.layers[0].tops[0], x);
+    let mut session = Session::new(&plan);
+    session.forward(&mut feed, &mut NoObserver).unwrap();
+    let ip1 = session.blob("ip1").unwrap().clone();
+    let ip2 = session.blob("ip2").unwrap();
+    let l = model.net.layers.iter().find(|l| l.name == "ip2").unwrap();
+    let (w, b) = (&l.blobs[0].data, &l.blobs[1].data);
+    let k = 500;
+    for (n, row) in ip1.as_slice().unwrap().chunks(k).enumerate() {
+        for o in 0..10 {
+            let acc: i32 = (0..k)
+                .map(|p| {
+                    quantize(row[p], s_in, IntType::U8)
+                        * i32::from(quantize_weight(w.as_slice().unwrap()[o * k + p], s_w))
+                })
+                .sum();
+            let q_b = quantize_bias(b.as_slice().unwrap()[o], s_in, s_w);
+            let want = (acc as f32 + q_b as f32) * (1.0 / (s_in * s_w));
+            assert_eq!(ip2[[n, o]], want, "image {n} output {o}");
+        }
+    }
+}

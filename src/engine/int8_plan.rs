@@ -11,8 +11,9 @@ use super::ops::conv::{self, Geometry};
 use super::ops::conv_int8::{Int8Conv, Int8Params, Store};
 use super::precision::{Exec, Precision, Repr};
 use super::quant::IntType;
-use crate::model::layer::LayerKind;
-use crate::model::{LayerId, Net, Shape};
+use crate::model::layer::{InnerProduct, LayerKind};
+use crate::model::shape::canonical_axis;
+use crate::model::{Layer, LayerId, Net, Shape};
 
 /// The input an INT8 layer reads: codes of this type at this scale (1 with `force_u8_input`: the data
 /// layer already produced u8 units).
@@ -20,6 +21,8 @@ use crate::model::{LayerId, Net, Shape};
 pub struct InputSpec {
     pub ty: IntType,
     pub scale: f32,
+    /// An InnerProduct's input seen as N×K×1×1 (N rows of K values).
+    pub flat: Option<[usize; 4]>,
 }
 
 /// A fused convolution that runs FP32: folded weights and bias, ReLU and sum applied after.
@@ -66,15 +69,36 @@ impl Int8Plan {
                         input,
                         output,
                     },
-                    LayerKind::Convolution(c),
+                    kind,
                 ) => {
-                    let channels = l
-                        .bottoms
-                        .first()
-                        .map_or(0, |&b| shapes[b].get(1).copied().unwrap_or(0));
-                    let g = Geometry::of(c).map_err(err)?;
-                    let (w, b) = weights(net, id, fusion).map_err(err)?;
+                    let bottom = l.bottoms.first().map_or(&[][..], |&b| shapes[b].as_slice());
+                    let (g, (w, b), outputs, channels, flat) = match kind {
+                        LayerKind::Convolution(c) => {
+                            let channels = bottom.get(1).copied().unwrap_or(0);
+                            let wb = weights(net, id, fusion).map_err(err)?;
+                            (
+                                Geometry::of(c).map_err(err)?,
+                                wb,
+                                c.num_output,
+                                channels,
+                                None,
+                            )
+                        }
+                        // An InnerProduct is a 1×1 convolution of a 1×1 image of k channels.
+                        LayerKind::InnerProduct(ip) => {
+                            let axis = canonical_axis(ip.axis, bottom.len()).map_err(err)?;
+                            let m: usize = bottom[..axis].iter().product();
+                            let k: usize = bottom[axis..].iter().product();
+                            let wb = ip_weights(l, ip, k).map_err(err)?;
+                            (POINT, wb, ip.num_output, k, Some([m, k, 1, 1]))
+                        }
+                        _ => return Err(err("only Convolution and InnerProduct run INT8".into())),
+                    };
                     let (relu, sum) = post_ops(fusion);
+                    let relu = relu.or(match kind {
+                        LayerKind::InnerProduct(ip) => ip.relu,
+                        _ => None,
+                    });
                     let store = match output {
                         Repr::F32 => Store::F32,
                         Repr::Int { ty, .. } => Store::Int(*ty),
@@ -100,15 +124,13 @@ impl Int8Plan {
                         relu,
                     };
                     let conv =
-                        Int8Conv::new(&w, &b, g, (c.num_output, channels), &params).map_err(err)?;
+                        Int8Conv::new(&w, &b, g, (outputs, channels), &params).map_err(err)?;
                     let spec = InputSpec {
                         ty: *input,
                         scale: quant.scale_in,
+                        flat,
                     };
                     Int8Layer::Conv(Box::new(conv), spec)
-                }
-                (Exec::Int8 { .. }, _) => {
-                    return Err(err("INT8 InnerProduct is not supported yet".into()));
                 }
                 (Exec::F32, LayerKind::Convolution(c)) if fusion.is_some() => {
                     let channels = l
@@ -147,6 +169,40 @@ impl Int8Plan {
             layers,
         })
     }
+}
+
+/// A 1×1 convolution geometry (InnerProduct).
+const POINT: Geometry = Geometry {
+    kernel: [1, 1],
+    stride: [1, 1],
+    pad: [0, 0],
+    dilation: [1, 1],
+    group: 1,
+};
+
+/// An InnerProduct's weights as outputs × k (transposed when stored k × outputs) and its bias.
+fn ip_weights(l: &Layer, ip: &InnerProduct, k: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let blob = |i: usize| -> Result<Vec<f32>, String> {
+        l.blobs
+            .get(i)
+            .map(|b| b.data.iter().copied().collect())
+            .ok_or_else(|| format!("weight blob {i} is missing (were weights given?)"))
+    };
+    let n = ip.num_output;
+    let stored = blob(0)?;
+    if stored.len() != n * k {
+        return Err(format!(
+            "{} weights for {n} outputs of {k} inputs",
+            stored.len()
+        ));
+    }
+    let w = if ip.transpose {
+        (0..n * k).map(|i| stored[(i % k) * n + i / k]).collect()
+    } else {
+        stored
+    };
+    let b = if ip.bias_term { blob(1)? } else { vec![0.0; n] };
+    Ok((w, b))
 }
 
 /// The weights and bias of a (possibly folded) convolution.

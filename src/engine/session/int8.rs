@@ -253,7 +253,17 @@ impl Session<'_, '_> {
         output: Repr,
     ) -> Result<(), String> {
         let plan = self.plan;
-        let (bottom, top, dims) = conv_io(plan, layer)?;
+        let (bottom, top, dims) = match spec.flat {
+            Some(flat) => {
+                let (&b, &t) = layer
+                    .bottoms
+                    .first()
+                    .zip(layer.tops.first())
+                    .ok_or("no input or output")?;
+                (b, t, flat)
+            }
+            None => conv_io(plan, layer)?,
+        };
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
         let converted = self.prepare_codes(bottom, spec)?;
         if !converted && bin == bout {
