@@ -66,6 +66,21 @@ impl Compiled {
         }
     }
 
+    /// Every value a fused layer stands for: its own tops and those of the layers it absorbed.
+    pub fn values_of<'a>(
+        &'a self,
+        net: &'a Net,
+        id: LayerId,
+    ) -> impl Iterator<Item = ValueId> + 'a {
+        let absorbed = self
+            .roles
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| **r == Role::Absorbed(id))
+            .flat_map(move |(other, _)| net.layers[other].tops.iter().copied());
+        net.layers[id].tops.iter().copied().chain(absorbed)
+    }
+
     /// The current output of a layer that runs (its fused output, or its first top).
     fn output(&self, net: &Net, id: LayerId) -> Option<ValueId> {
         match &self.roles[id] {

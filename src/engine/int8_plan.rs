@@ -236,13 +236,7 @@ fn share_buffers(net: &Net, compiled: &Compiled, id: LayerId, f: &Fusion, buffer
         .sum
         .as_ref()
         .map_or(buffer_of[own], |s| buffer_of[s.residual]);
-    let absorbed = compiled
-        .roles
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| **r == super::compile::Role::Absorbed(id))
-        .flat_map(|(other, _)| net.layers[other].tops.iter().copied());
-    for v in std::iter::once(own).chain(absorbed) {
+    for v in compiled.values_of(net, id) {
         buffer_of[v] = target;
     }
 }

@@ -83,7 +83,7 @@ impl Precision {
             p.exec[id] = exec;
             // The layer's tops, or for a fused layer every value it stands for.
             let values: Vec<usize> = match compiled.fusion(id) {
-                Some(f) => absorbed_values(net, compiled, id, f.output),
+                Some(_) => compiled.values_of(net, id).collect(),
                 None => l.tops.clone(),
             };
             for v in values {
@@ -238,18 +238,4 @@ impl Precision {
         }
         counts
     }
-}
-
-/// The values a fused layer stands for: its own tops and those of the layers it absorbed.
-fn absorbed_values(net: &Net, compiled: &Compiled, id: LayerId, output: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = net.layers[id].tops.clone();
-    for (other, role) in compiled.roles.iter().enumerate() {
-        if *role == Role::Absorbed(id) {
-            v.extend(&net.layers[other].tops);
-        }
-    }
-    if !v.contains(&output) {
-        v.push(output);
-    }
-    v
 }

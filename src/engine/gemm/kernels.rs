@@ -23,18 +23,10 @@ pub enum Isa {
 impl Isa {
     /// The best one this CPU has.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Self::Avx2Fma;
-            }
-        }
-        Self::Portable
+        [Self::Avx512, Self::Avx2Fma]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Self::Portable)
     }
 
     /// Columns of one kernel call.

@@ -107,15 +107,23 @@ impl State {
     }
 }
 
-/// A convolution's input and output values and its 4-D input shape.
-fn conv_io(plan: &Plan, layer: &Layer) -> Result<(usize, usize, [usize; 4]), String> {
+/// A convolution's input and output values and its 4-D input shape (`flat`: an InnerProduct's input
+/// seen as N×K×1×1).
+fn conv_io(
+    plan: &Plan,
+    layer: &Layer,
+    flat: Option<[usize; 4]>,
+) -> Result<(usize, usize, [usize; 4]), String> {
     let (&bottom, &top) = layer
         .bottoms
         .first()
         .zip(layer.tops.first())
         .ok_or("no input or output")?;
-    let dims = <[usize; 4]>::try_from(plan.shapes[bottom].as_slice())
-        .map_err(|_| "expects a 4-D input")?;
+    let dims = match flat {
+        Some(d) => d,
+        None => <[usize; 4]>::try_from(plan.shapes[bottom].as_slice())
+            .map_err(|_| "expects a 4-D input")?,
+    };
     Ok((bottom, top, dims))
 }
 
@@ -215,12 +223,15 @@ impl Session<'_, '_> {
     fn prepare_codes(&mut self, bottom: usize, spec: InputSpec) -> Result<bool, String> {
         let b = self.plan.buffer_of[bottom];
         let src = self.values[b].as_slice().ok_or("non-contiguous input")?;
+        if let Repr::Int { ty, scale, .. } = self.int8.repr[b]
+            && ty == spec.ty
+            && scale == spec.scale
+        {
+            return Ok(false);
+        }
         let codes = &mut self.int8.codes;
         codes.resize(src.len(), 0.0);
         match self.int8.repr[b] {
-            Repr::Int { ty, scale, .. } if ty == spec.ty && scale == spec.scale => {
-                return Ok(false);
-            }
             // Intel skips the reorder from an s8 sum buffer to u8 at the same scale: the bytes are
             // read as they are.
             Repr::Int {
@@ -253,17 +264,7 @@ impl Session<'_, '_> {
         output: Repr,
     ) -> Result<(), String> {
         let plan = self.plan;
-        let (bottom, top, dims) = match spec.flat {
-            Some(flat) => {
-                let (&b, &t) = layer
-                    .bottoms
-                    .first()
-                    .zip(layer.tops.first())
-                    .ok_or("no input or output")?;
-                (b, t, flat)
-            }
-            None => conv_io(plan, layer)?,
-        };
+        let (bottom, top, dims) = conv_io(plan, layer, spec.flat)?;
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
         let converted = self.prepare_codes(bottom, spec)?;
         if !converted && bin == bout {
@@ -290,10 +291,13 @@ impl Session<'_, '_> {
     /// A fused convolution that Intel runs in FP32: folded weights, then the sum and ReLU.
     fn fused_f32(&mut self, layer: &Layer, f: &FusedF32) -> Result<(), String> {
         let plan = self.plan;
-        let (bottom, top, dims) = conv_io(plan, layer)?;
+        let (bottom, top, dims) = conv_io(plan, layer, None)?;
         let bout = plan.buffer_of[top];
         if f.sum.is_some() {
-            let residual = contiguous(self.value(top))?.to_vec();
+            // Reused across passes: taken out while the session is read.
+            let mut residual = std::mem::take(&mut self.int8.residual);
+            residual.clear();
+            residual.extend_from_slice(contiguous(self.value(top))?);
             self.int8.residual = residual;
         }
         let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
