@@ -171,6 +171,11 @@ impl crate::engine::Observer for LayerTimer {
         *self.by_layer.entry(layer.name.clone()).or_default() += ms;
         self.last = now;
     }
+
+    /// Timing only: INT8 values are not dequantized for it (as in the timed passes).
+    fn wants_values(&self) -> bool {
+        false
+    }
 }
 
 impl LayerTimer {

@@ -17,6 +17,27 @@ impl IntType {
             Self::S8 => (-128.0, 127.0),
         }
     }
+
+    /// The byte that stores code 0. Buffers hold codes as bytes, s8 ones offset by +128 so that every
+    /// INT8 buffer feeds the u8 × s8 kernels as it is (the s8 offset is corrected with the weight sums).
+    pub fn zero_byte(self) -> u8 {
+        match self {
+            Self::U8 => 0,
+            Self::S8 => 128,
+        }
+    }
+}
+
+/// The stored byte of a code already in the type's range.
+#[inline]
+pub fn encode(code: i32, ty: IntType) -> u8 {
+    (code + i32::from(ty.zero_byte())) as u8
+}
+
+/// The code a stored byte holds.
+#[inline]
+pub fn decode(byte: u8, ty: IntType) -> i32 {
+    i32::from(byte) - i32::from(ty.zero_byte())
 }
 
 /// `sat(nearbyint(v))` into the type's range. Clamping first and rounding after gives the same result

@@ -82,8 +82,7 @@ impl<'p, 'n> Session<'p, 'n> {
     /// The data of a value after the pass (dequantized when it holds INT8 codes, as Intel Caffe's
     /// pycaffe reads its blobs).
     pub fn value(&self, v: ValueId) -> &ArrayD<f32> {
-        let b = self.plan.buffer_of[v];
-        self.int8.dequantized(b).unwrap_or(&self.values[b])
+        &self.values[self.plan.buffer_of[v]]
     }
 
     /// The value a blob name holds at the end of the pass (the last write).

@@ -161,10 +161,12 @@ pub fn gemm_u8s8(
     s: &mut Scratch8,
 ) {
     let (k, isa) = (a.depth, a.isa);
-    if b.starts.len() != k || !isa.available() {
+    let fits = a.rows == 0 || (ldc >= n && c.len() >= (a.rows - 1) * ldc + n);
+    if b.starts.len() != k || !isa.available() || !fits {
         unreachable!(
-            "gemm_u8s8: {k} rows of weights against {} rows",
-            b.starts.len()
+            "gemm_u8s8: {k} rows of weights against {} rows, {} outputs for {n} columns",
+            b.starts.len(),
+            c.len()
         );
     }
     let (nr, g, groups) = (isa.nr(), isa.group(), a.groups());
@@ -177,16 +179,21 @@ pub fn gemm_u8s8(
             let rows = MR.min(a.rows - r * MR);
             match isa {
                 // SAFETY: the CPU has the features (checked above); the panel holds groups·MR·4 bytes,
-                // the strip groups·32·4 bytes, and the block MR·32 values (sized above).
+                // the strip groups·32·4 bytes, the block MR·32 values (sized above), and `c` rows
+                // r·MR..r·MR + 8 at columns j0..j0 + 32 when written directly (`fits` above).
                 #[cfg(target_arch = "x86_64")]
                 Isa8::Vnni => unsafe {
                     let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
-                    x86::vnni(
-                        groups,
-                        panel.as_ptr(),
-                        s.bytes.as_ptr(),
-                        s.block.as_mut_ptr(),
-                    );
+                    // A whole 8 × 32 block goes straight to `c`; others through `block`.
+                    let (dst, ld) = if rows == MR && cols == nr {
+                        (c[(r * MR) * ldc + j0..].as_mut_ptr(), ldc)
+                    } else {
+                        (s.block.as_mut_ptr(), nr)
+                    };
+                    x86::vnni(groups, panel.as_ptr(), s.bytes.as_ptr(), dst, ld);
+                    if ld == ldc {
+                        continue;
+                    }
                 },
                 // SAFETY: as above with groups·MR·2 weights, groups·8·2 activations, MR·8 results.
                 #[cfg(target_arch = "x86_64")]
@@ -277,7 +284,7 @@ mod x86 {
     /// 8 × 32 with VNNI: per group of 4 depths, two 64-byte loads of activations (16 columns × 4
     /// bytes each) and eight 4-byte weight broadcasts, sixteen `vpdpbusd`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn vnni(groups: usize, a: *const i8, b: *const u8, c: *mut i32) {
+    pub unsafe fn vnni(groups: usize, a: *const i8, b: *const u8, c: *mut i32, ldc: usize) {
         let mut lo = [_mm512_setzero_si512(); MR];
         let mut hi = [_mm512_setzero_si512(); MR];
         for q in 0..groups {
@@ -298,8 +305,8 @@ mod x86 {
         }
         for i in 0..MR {
             unsafe {
-                _mm512_storeu_si512(c.add(i * 32).cast(), lo[i]);
-                _mm512_storeu_si512(c.add(i * 32 + 16).cast(), hi[i]);
+                _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
+                _mm512_storeu_si512(c.add(i * ldc + 16).cast(), hi[i]);
             }
         }
     }

@@ -3,10 +3,12 @@
 //! with a few dozen output channels and a few hundred columns per image, packing both sides per call (as
 //! a general GEMM does) cost as much as the products. InnerProduct takes row dot products (`row_dots`,
 //! no packing) on AVX-512 and ndarray's `general_mat_mul` (matrixmultiply) elsewhere; the `gemm` and
-//! `rten-gemm` crates were measured and were no faster on the fixtures. `int8` holds the u8 × s8 product.
+//! `rten-gemm` crates were measured and were no faster on the fixtures. `int8` holds the u8 × s8 product,
+//! `requant` the vectorized requantization of its sums.
 
 pub mod int8;
 mod kernels;
+pub mod requant;
 
 use std::sync::LazyLock;
 

@@ -1,8 +1,8 @@
 //! INT8 Convolution as MKL-DNN runs it for Intel Caffe (spec §4.2): s8 weights per output channel, an
 //! s32 bias, u8 or s8 input codes, exact int32 sums (`gemm::int8`), then per output channel the
 //! requantization of `quant::Requant` (scale, sum post-op on the residual in the buffer, ReLU) and a
-//! store as u8, s8 or f32. Input and output buffers hold integer codes as f32 values (exactly
-//! representable), so INT8 values travel in the engine's ordinary buffers, each with its type and scale.
+//! store as u8, s8 or f32. Input and output codes are bytes (`quant::encode`: s8 shifted to u8), in
+//! the engine's N×C×H×W order.
 
 use std::cell::RefCell;
 
@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::conv::Geometry;
 use super::phases::PhaseGrid;
 use crate::engine::gemm::int8::{PackedS8, RowsU8, Scratch8, gemm_u8s8};
+use crate::engine::gemm::requant::{self, RowParams};
 use crate::engine::quant::{self, IntType, Requant};
 
 /// How an INT8 convolution stores its output.
@@ -121,11 +122,10 @@ impl Int8Conv {
     }
 }
 
-/// Per-thread buffers: one plane as u8, the image's u8 phases, row starts, the int32 wide output, GEMM
+/// Per-thread buffers: the image's phases, row starts, the int32 wide output, GEMM
 /// scratch.
 #[derive(Debug, Default)]
 struct Buffers {
-    plane: Vec<u8>,
     image: Vec<u8>,
     starts: Vec<usize>,
     acc: Vec<i32>,
@@ -136,9 +136,63 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-/// Runs the convolution on N×C×H×W input codes `x` into `out` (N×M×OH×OW). With a sum post-op, `out`
-/// holds the residual on entry (the values the sum factor applies to) and the stored result on return.
-pub fn convolution_int8(conv: &Int8Conv, x: &[f32], [n, c, h, w]: [usize; 4], out: &mut [f32]) {
+/// Where an INT8 convolution stores its output: the bytes of codes of the layer's type, or FP32
+/// values. With a sum post-op it holds the residual on entry (codes of the same type, or values).
+#[derive(Debug)]
+pub enum Out<'a> {
+    Codes(&'a mut [u8]),
+    F32(&'a mut [f32]),
+}
+
+/// An output element type: how it reads as a residual and how a requantized value is stored in it.
+trait Sink: Copy + Send {
+    fn residual(self, ty: IntType) -> f32;
+    fn store(y: f32, ty: IntType) -> Self;
+
+    /// The vectorized requantization of a run, when there is one for this type and CPU.
+    fn vectorized(_: &RowParams, _: &[i32], _: &mut [Self]) -> bool {
+        false
+    }
+}
+
+impl Sink for u8 {
+    #[inline]
+    fn residual(self, ty: IntType) -> f32 {
+        quant::decode(self, ty) as f32
+    }
+
+    #[inline]
+    fn store(y: f32, ty: IntType) -> Self {
+        quant::encode(quant::round_saturate(y, ty), ty)
+    }
+
+    fn vectorized(p: &RowParams, acc: &[i32], dst: &mut [Self]) -> bool {
+        requant::row_u8(p, acc, dst)
+    }
+}
+
+impl Sink for f32 {
+    #[inline]
+    fn residual(self, _: IntType) -> f32 {
+        self
+    }
+
+    #[inline]
+    fn store(y: f32, _: IntType) -> Self {
+        y
+    }
+}
+
+/// Runs the convolution on N×C×H×W input codes `x` (bytes of the convolution's input type) into
+/// `out` (N×M×OH×OW).
+pub fn convolution_int8(conv: &Int8Conv, x: &[u8], dims: [usize; 4], out: Out) {
+    match out {
+        Out::Codes(o) => per_image(conv, x, dims, o),
+        Out::F32(o) => per_image(conv, x, dims, o),
+    }
+}
+
+fn per_image<T: Sink>(conv: &Int8Conv, x: &[u8], [n, c, h, w]: [usize; 4], out: &mut [T]) {
     let g = &conv.geometry;
     let (oh, ow) = g.out_size(h, w);
     let (m, plane) = (conv.outputs, oh * ow);
@@ -150,42 +204,43 @@ pub fn convolution_int8(conv: &Int8Conv, x: &[f32], [n, c, h, w]: [usize; 4], ou
         });
 }
 
-/// One image: per group, the u8 phases of its channels, the integer product on the phase grid, then
-/// each output requantized from its accumulator and the residual in `o`.
-fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffers, o: &mut [f32]) {
+/// One image: per group, the phases of its channels (or the planes themselves at stride 1 without
+/// padding), the integer product on the phase grid, then each output requantized from its accumulator
+/// and the residual in `o`.
+fn image_int8<T: Sink>(
+    conv: &Int8Conv,
+    img: &[u8],
+    [c, h, w]: [usize; 3],
+    b: &mut Buffers,
+    o: &mut [T],
+) {
     let g = &conv.geometry;
     let (oh, ow) = g.out_size(h, w);
     let cg = c / g.group;
     let grid = PhaseGrid::new(g, [h, w]);
     let (len, wq) = (grid.channel_len(), grid.wq);
-    // s8 codes go in shifted by +128 (u8); the padding is the shifted zero, and each output subtracts
-    // 128·Σw, which makes the sums exactly those of the s8 codes.
-    let shift = match conv.input {
-        IntType::U8 => 0u8,
-        IntType::S8 => 128,
-    };
+    // s8 codes are stored shifted by +128 (u8); the padding is the shifted zero, and each output
+    // subtracts 128·Σw, which makes the sums exactly those of the s8 codes.
+    let shift = conv.input.zero_byte();
+    // Stride 1 without padding: the phase grid is the plane itself.
+    let direct = g.stride == [1, 1] && g.pad == [0, 0];
+    let len = if direct { h * w } else { len };
     let mg = conv.outputs / g.group;
     let taps = g.kernel[0] * g.kernel[1];
+    let store_ty = match conv.store {
+        Store::Int(t) => t,
+        Store::F32 => IntType::S8,
+    };
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-        b.image.clear();
-        b.image.resize(cg * len, shift);
-        b.plane.resize(h * w, 0);
-        // Stride 1 without padding: the phase grid is the plane itself.
-        let direct = g.stride == [1, 1] && g.pad == [0, 0];
-        for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
-            let bytes = if direct {
-                &mut dst[..h * w]
-            } else {
-                &mut b.plane[..]
-            };
-            for (d, &v) in bytes.iter_mut().zip(src) {
-                *d = code_byte(v).wrapping_add(shift);
-            }
-            if !direct {
-                grid.split(&b.plane, w, dst);
+        if !direct {
+            b.image.clear();
+            b.image.resize(cg * len, shift);
+            for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
+                grid.split(src, w, dst);
             }
         }
+        let data: &[u8] = if direct { input } else { &b.image };
         b.starts.clear();
         for ch in 0..cg {
             for ky in 0..g.kernel[0] {
@@ -201,7 +256,7 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
             // One channel, one filter: each tap is one integer multiply-add over the phase grid.
             (Some(dw), _) => {
                 for (&wv, &start) in dw[gi * taps..(gi + 1) * taps].iter().zip(&b.starts) {
-                    let src = &b.image[start..start + ncols];
+                    let src = &data[start..start + ncols];
                     let wv = i32::from(wv);
                     b.acc
                         .iter_mut()
@@ -211,7 +266,7 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
             }
             (None, Some(wg)) => {
                 let rows = RowsU8 {
-                    data: &b.image,
+                    data,
                     starts: &b.starts,
                 };
                 gemm_u8s8(wg, rows, ncols, (&mut b.acc, ncols), &mut b.gemm);
@@ -221,47 +276,60 @@ fn image_int8(conv: &Int8Conv, img: &[f32], [c, h, w]: [usize; 3], b: &mut Buffe
         for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
             let oc = gi * mg + i;
             let comp = i32::from(shift) * conv.weight_sums[oc];
+            let requant = |acc: &[i32], dst: &mut [T]| {
+                requantize_row(&conv.requant[oc], acc, comp, conv.bias[oc], store_ty, dst);
+            };
+            if wq == ow {
+                // No dropped columns: the channel is one run.
+                requant(
+                    &acc_row[..oh * ow],
+                    &mut o[oc * oh * ow..(oc + 1) * oh * ow],
+                );
+                continue;
+            }
             for oy in 0..oh {
                 let dst = &mut o[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
-                let acc = &acc_row[oy * wq..oy * wq + ow];
-                requantize_row(&conv.requant[oc], acc, comp, conv.bias[oc], conv.store, dst);
+                requant(&acc_row[oy * wq..oy * wq + ow], dst);
             }
         }
     }
 }
 
-/// An integer code in [−128, 255] held as f32, as its byte (two's complement for negatives): adding
-/// 1.5·2^23 puts v + 2^22 in the low mantissa bits (ulp 1), whose low byte is v's, without the checks
-/// of a float-to-int cast.
-#[inline]
-fn code_byte(v: f32) -> u8 {
-    (v + 12_582_912.0).to_bits() as u8
-}
-
 /// One run of outputs of a channel: `dst` holds the residual on entry (when there is a sum post-op).
-/// The loops without a sum post-op have no calls or branches the compiler cannot vectorize.
-fn requantize_row(r: &Requant, acc: &[i32], comp: i32, bias: i32, store: Store, dst: &mut [f32]) {
-    match (r.sum, store) {
-        (None, Store::Int(t)) => {
-            let slope = r.relu;
-            for (d, &a) in dst.iter_mut().zip(acc) {
-                let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
-                if let Some(s) = slope
-                    && y < 0.0
-                {
-                    y *= s;
-                }
-                *d = quant::round_saturate(y, t) as f32;
+/// The loop without a sum post-op has no calls or branches the compiler cannot vectorize.
+fn requantize_row<T: Sink>(
+    r: &Requant,
+    acc: &[i32],
+    comp: i32,
+    bias: i32,
+    ty: IntType,
+    dst: &mut [T],
+) {
+    let p = RowParams {
+        comp,
+        bias,
+        factor: r.factor,
+        sum: r.sum,
+        relu: r.relu,
+        ty,
+    };
+    if T::vectorized(&p, acc, dst) {
+        return;
+    }
+    if r.sum.is_none() {
+        let slope = r.relu;
+        for (d, &a) in dst.iter_mut().zip(acc) {
+            let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
+            if let Some(s) = slope
+                && y < 0.0
+            {
+                y *= s;
             }
+            *d = T::store(y, ty);
         }
-        _ => {
-            for (d, &a) in dst.iter_mut().zip(acc) {
-                let y = r.apply(a - comp, bias, *d);
-                *d = match store {
-                    Store::Int(t) => quant::round_saturate(y, t) as f32,
-                    Store::F32 => y,
-                };
-            }
+    } else {
+        for (d, &a) in dst.iter_mut().zip(acc) {
+            *d = T::store(r.apply(a - comp, bias, d.residual(ty)), ty);
         }
     }
 }
@@ -269,13 +337,6 @@ fn requantize_row(r: &Requant, acc: &[i32], comp: i32, bias: i32, store: Store, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_bytes_are_the_codes_twos_complement() {
-        for v in -128..=255 {
-            assert_eq!(code_byte(v as f32), v as u8, "{v}");
-        }
-    }
 
     /// The INT8 convolution written out per output: integer sums over the taps inside the image (the
     /// padding is real zero), then the same requantization and store.
@@ -422,6 +483,18 @@ mod tests {
                 Some(0.5),
                 None,
             ),
+            // Stride 1 without padding reads the planes in place (s8, with a sum into u8).
+            (
+                geo(3, 1, 0, 1),
+                8,
+                12,
+                6,
+                7,
+                IntType::S8,
+                Store::Int(IntType::U8),
+                Some(0.9),
+                Some(0.0),
+            ),
             (
                 geo(3, 1, 1, 1),
                 40,
@@ -458,12 +531,31 @@ mod tests {
                 })
                 .collect();
             let (oh, ow) = g.out_size(h, w);
+            // The residual is codes of the output type, or values for an FP32 output.
             let residual: Vec<f32> = (0..n * m * oh * ow)
-                .map(|i| (i * 31 % 200) as f32 - 60.0)
+                .map(|i| match store {
+                    Store::Int(IntType::U8) => (i * 31 % 256) as f32,
+                    Store::Int(IntType::S8) => (i * 31 % 256) as f32 - 128.0,
+                    Store::F32 => (i * 31 % 200) as f32 * 0.37 - 60.0,
+                })
                 .collect();
             let conv = Int8Conv::new(&weights, &bias, g, (m, c), &p).unwrap();
-            let mut out = residual.clone();
-            convolution_int8(&conv, &x, [n, c, h, w], &mut out);
+            let bytes: Vec<u8> = x.iter().map(|&v| quant::encode(v as i32, input)).collect();
+            let out = match store {
+                Store::Int(t) => {
+                    let mut o: Vec<u8> = residual
+                        .iter()
+                        .map(|&v| quant::encode(v as i32, t))
+                        .collect();
+                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::Codes(&mut o));
+                    o.iter().map(|&b| quant::decode(b, t) as f32).collect()
+                }
+                Store::F32 => {
+                    let mut o = residual.clone();
+                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::F32(&mut o));
+                    o
+                }
+            };
             let want = naive(&weights, &bias, &g, &p, &x, [n, c, h, w], &residual);
             assert_eq!(out, want, "{g:?} {input:?} {store:?}");
         }

@@ -1,6 +1,8 @@
-//! The ops, one family per file: FP32, and the INT8 convolution (`conv_int8`).
+//! The ops, one family per file: FP32, INT8 codes as bytes (`codes`) and the INT8 convolution
+//! (`conv_int8`).
 
 pub mod activation;
+pub mod codes;
 pub mod conv;
 pub mod conv_int8;
 pub mod inner_product;

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::engine::quant::{self, IntType};
 use crate::model::layer::{Pool, PoolMethod};
 
 /// One axis of a pooling layer's windows, worked out once per plan.
@@ -99,53 +100,136 @@ impl Windows {
     }
 }
 
-/// Pools N·C planes of h×w (`x`) into `out`, planes in parallel. Each output row gathers its window rows
-/// one kernel column at a time over all outputs (a strided run the compiler vectorizes); every output
-/// still takes its terms in Caffe's order, row by row and left to right.
+/// What a pooled line accumulates: FP32 values, or codes (bytes) for a MAX.
+trait Lane: Copy + PartialOrd + std::ops::AddAssign + Send + Sync {
+    /// The start of a MAX (Caffe's is -FLT_MAX; every byte is at least 0).
+    const LOWEST: Self;
+    const ZERO: Self;
+}
+
+impl Lane for f32 {
+    const LOWEST: Self = -f32::MAX;
+    const ZERO: Self = 0.0;
+}
+
+impl Lane for u8 {
+    const LOWEST: Self = 0;
+    const ZERO: Self = 0;
+}
+
+/// Pools N·C planes of h×w (`x`) into `out`, planes in parallel.
 pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
     let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
     let max = win.method == PoolMethod::Max;
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, plane)| {
-            for (&(hs, he, hsize), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
-                // Caffe's MAX starts from -FLT_MAX and keeps strictly greater values.
-                line.fill(if max { -f32::MAX } else { 0.0 });
-                if win.cols.taps.len() > ow {
-                    // Wider windows than outputs (global pooling): each output's window at once.
-                    for (o, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
-                        for y in hs..he {
-                            let run = plane[y * w + ws..y * w + we].iter();
-                            if max {
-                                *o = run.fold(*o, |m, &v| if v > m { v } else { m });
-                            } else {
-                                *o = run.fold(*o, |s, &v| s + v);
-                            }
-                        }
-                    }
-                }
-                for y in (hs..he).filter(|_| win.cols.taps.len() <= ow) {
-                    let src = &plane[y * w..(y + 1) * w];
-                    for &(first, end, start) in &win.cols.taps {
-                        if first >= end {
-                            continue;
-                        }
-                        let taps = src[start..].iter().step_by(win.cols.stride);
-                        let outs = line[first..end].iter_mut().zip(taps);
-                        if max {
-                            outs.for_each(|(o, &v)| *o = if v > *o { v } else { *o });
-                        } else {
-                            outs.for_each(|(o, &v)| *o += v);
-                        }
-                    }
-                }
+            for (row, line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
+                pool_line(win, plane, w, *row, line);
                 if !max {
                     for (v, &(_, _, wsize)) in line.iter_mut().zip(&win.cols.windows) {
-                        *v /= hsize * wsize;
+                        *v /= row.2 * wsize;
                     }
                 }
             }
         });
+}
+
+/// Pools planes of INT8 codes (bytes of type `ty`), as MKL-DNN passes them through (spec §4.4): MAX
+/// of the bytes (the byte order is the code order), AVE the code sum divided by the window size and
+/// rounded to the nearest code.
+pub fn pooling_codes(win: &Windows, x: &[u8], [h, w]: [usize; 2], ty: IntType, out: &mut [u8]) {
+    let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
+    if win.method == PoolMethod::Max {
+        // The maximum of integers does not depend on the order: the window rows' maximum first (one
+        // vectorized pass over whole rows), then each window's columns.
+        out.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(h * w))
+            .for_each_init(Vec::new, |rows: &mut Vec<u8>, (o, plane)| {
+                for (&(hs, he, _), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
+                    rows.clear();
+                    rows.resize(w, 0);
+                    for src in plane[hs * w..he * w].chunks_exact(w) {
+                        rows.iter_mut()
+                            .zip(src)
+                            .for_each(|(m, &v)| *m = (*m).max(v));
+                    }
+                    for (d, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
+                        *d = rows[ws..we].iter().copied().max().unwrap_or(0);
+                    }
+                }
+            });
+        return;
+    }
+    let zero = f32::from(ty.zero_byte());
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each_init(Vec::new, |sums: &mut Vec<f32>, (o, plane)| {
+            sums.resize(ow, 0.0);
+            for (&(hs, he, hsize), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
+                pool_line(win, plane, w, (hs, he, hsize), sums);
+                for ((d, &s), &(ws, we, wsize)) in
+                    line.iter_mut().zip(&*sums).zip(&win.cols.windows)
+                {
+                    // The bytes' sum less the shift of each tap inside the image: the codes' sum.
+                    let codes = s - zero * ((he - hs) * (we - ws)) as f32;
+                    *d = quant::encode(quant::round_saturate(codes / (hsize * wsize), ty), ty);
+                }
+            }
+        });
+}
+
+/// A window row folded into `acc`: Caffe's MAX keeps strictly greater values.
+fn fold_run<T: Copy, A: Lane + From<T>>(max: bool, acc: A, run: &[T]) -> A {
+    if max {
+        run.iter()
+            .fold(acc, |m, &v| if A::from(v) > m { A::from(v) } else { m })
+    } else {
+        run.iter().fold(acc, |mut s, &v| {
+            s += A::from(v);
+            s
+        })
+    }
+}
+
+/// One output row (window rows `hs..he`) of a plane: the MAX, or the sum of an AVE, of each window.
+/// Each output row gathers its window rows one kernel column at a time over all outputs (a strided
+/// run the compiler vectorizes); every output still takes its terms in Caffe's order, row by row and
+/// left to right.
+fn pool_line<T: Copy, A: Lane + From<T>>(
+    win: &Windows,
+    plane: &[T],
+    w: usize,
+    (hs, he, _): (usize, usize, f32),
+    line: &mut [A],
+) {
+    let max = win.method == PoolMethod::Max;
+    let ow = line.len();
+    line.fill(if max { A::LOWEST } else { A::ZERO });
+    if win.cols.taps.len() > ow {
+        // Wider windows than outputs (global pooling): each output's window at once.
+        for (o, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
+            for y in hs..he {
+                *o = fold_run(max, *o, &plane[y * w + ws..y * w + we]);
+            }
+        }
+        return;
+    }
+    for y in hs..he {
+        let src = &plane[y * w..(y + 1) * w];
+        for &(first, end, start) in &win.cols.taps {
+            if first >= end {
+                continue;
+            }
+            let taps = src[start..].iter().step_by(win.cols.stride);
+            let outs = line[first..end].iter_mut().zip(taps);
+            if max {
+                outs.for_each(|(o, &v)| *o = if A::from(v) > *o { A::from(v) } else { *o });
+            } else {
+                outs.for_each(|(o, &v)| *o += A::from(v));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +354,20 @@ mod tests {
                 let got = run(&p, &x, [2, 3, h, w], out_hw);
                 let want = naive(&p, &x, [h, w], out_hw);
                 assert_eq!(got, want, "{method:?} k{k} s{s} p{pad} {h}x{w}");
+                // Codes: the definition on the integers, rounded to the nearest code.
+                for ty in [IntType::U8, IntType::S8] {
+                    let bytes: Vec<u8> = (0..6 * h * w).map(|i| (i * 89 % 256) as u8).collect();
+                    let codes: Vec<f32> =
+                        bytes.iter().map(|&b| quant::decode(b, ty) as f32).collect();
+                    let want: Vec<u8> = naive(&p, &codes, [h, w], out_hw)
+                        .iter()
+                        .map(|&v| quant::encode(quant::round_saturate(v, ty), ty))
+                        .collect();
+                    let mut got = vec![0u8; want.len()];
+                    let win = Windows::new(&p, [h, w], out_hw).unwrap();
+                    pooling_codes(&win, &bytes, [h, w], ty, &mut got);
+                    assert_eq!(got, want, "{ty:?} {method:?} k{k} s{s} p{pad} {h}x{w}");
+                }
             }
         }
     }

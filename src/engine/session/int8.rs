@@ -2,7 +2,8 @@
 //! their type and scale (quantized from FP32, requantized from other codes, or used as they are when
 //! type and scale match exactly), ReLU / Pooling / Concat pass codes through, and every other layer
 //! reads the dequantized values (spec §4.2-§4.5). Each buffer carries its current representation;
-//! buffers holding codes keep a dequantized copy, which FP32 consumers, observers and dumps read.
+//! buffers holding codes keep them as bytes (`ops::codes`), and their FP32 values (the session's
+//! ordinary buffer) are made from the codes when an FP32 layer, an observer or a dump reads them.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -10,29 +11,29 @@ use rayon::prelude::*;
 use super::{Feed, Observer, Session, contiguous};
 use crate::engine::error::EngineError;
 use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer};
+use crate::engine::ops::codes::{self, Codes};
 use crate::engine::ops::conv::{self, Filter};
-use crate::engine::ops::conv_int8::{Int8Conv, convolution_int8};
+use crate::engine::ops::conv_int8::{Int8Conv, Out, convolution_int8};
+use crate::engine::ops::pool;
 use crate::engine::ops::post::Post;
-use crate::engine::ops::{pool, tensor};
 use crate::engine::plan::{Plan, Prepared};
 use crate::engine::precision::{Exec, Repr};
-use crate::engine::quant::{self, IntType};
+use crate::engine::quant::IntType;
 use crate::model::Layer;
-use crate::model::layer::{Activation, LayerKind, PoolMethod};
+use crate::model::layer::{Activation, LayerKind};
 
-/// Per buffer: what it holds now, and its dequantized copy when that is codes.
+/// Per buffer: what it holds now, and its codes when that is INT8.
 #[derive(Debug, Default)]
 pub(super) struct State {
     repr: Vec<Repr>,
-    shadow: Vec<ArrayD<f32>>,
-    /// Buffers an FP32 layer reads: their dequantized copy is made as soon as they are written.
-    read_as_f32: Vec<bool>,
-    /// Buffers whose dequantized copy is not made yet.
+    /// The bytes of the codes of buffers that hold INT8 values (N×C×H×W).
+    bytes: Vec<Vec<u8>>,
+    /// Buffers whose FP32 values are not made from their codes yet.
     stale: Vec<bool>,
-    /// Whether every INT8 value's dequantized copy is made by the end of a pass.
+    /// Whether every INT8 value's FP32 values are made by the end of a pass.
     pub(super) views: bool,
     /// An INT8 layer's input converted to its type and scale.
-    codes: Vec<f32>,
+    converted: Vec<u8>,
     /// A fused FP32 convolution's residual, saved before the buffer is overwritten.
     residual: Vec<f32>,
 }
@@ -40,70 +41,43 @@ pub(super) struct State {
 impl State {
     pub(super) fn new(plan: &Plan) -> Self {
         let n = plan.shapes.len();
-        let mut read_as_f32 = vec![false; n];
-        if let Some(int8) = &plan.int8 {
-            for (id, l) in plan.net.layers.iter().enumerate() {
-                let reads_codes =
-                    matches!(int8.precision.exec[id], Exec::PassInt8 | Exec::Absorbed)
-                        || matches!(int8.layers[id], Int8Layer::Conv(..));
-                if !reads_codes {
-                    l.bottoms
-                        .iter()
-                        .for_each(|&b| read_as_f32[plan.buffer_of[b]] = true);
-                }
-            }
-        }
         Self {
             repr: vec![Repr::F32; n],
-            shadow: vec![ArrayD::zeros(IxDyn(&[0])); n],
-            read_as_f32,
+            bytes: vec![Vec::new(); n],
             stale: vec![false; n],
             views: true,
-            codes: Vec::new(),
-            residual: Vec::new(),
+            ..Self::default()
         }
     }
 
-    /// The dequantized copy of a buffer that holds codes.
-    pub(super) fn dequantized(&self, b: usize) -> Option<&ArrayD<f32>> {
-        match self.repr.get(b) {
-            Some(Repr::Int { .. }) => self.shadow.get(b),
-            _ => None,
+    fn codes(&self, b: usize) -> Option<Codes> {
+        match self.repr[b] {
+            Repr::Int { ty, scale, .. } => Some(Codes { ty, scale }),
+            Repr::F32 => None,
         }
     }
 
-    /// Records what a buffer now holds; its dequantized copy is made now when an FP32 layer reads it
-    /// or `eager` (an observer looks at every value), else marked stale.
-    fn stored(&mut self, b: usize, repr: Repr, data: &ArrayD<f32>, eager: bool) {
+    /// Records what a buffer now holds; FP32 values of codes are made now when an observer looks at
+    /// every value (`eager`), else when first read.
+    fn stored(&mut self, b: usize, repr: Repr, values: &mut ArrayD<f32>, eager: bool) {
         self.repr[b] = repr;
-        self.stale[b] = false;
-        if matches!(repr, Repr::Int { .. }) {
-            if self.read_as_f32[b] || eager {
-                self.dequantize(b, data);
-            } else {
-                self.stale[b] = true;
-            }
+        self.stale[b] = matches!(repr, Repr::Int { .. });
+        if eager {
+            self.refresh(b, values);
         }
     }
 
-    fn dequantize(&mut self, b: usize, data: &ArrayD<f32>) {
-        let Repr::Int { scale, .. } = self.repr[b] else {
+    /// Makes a buffer's FP32 values from its codes if they are stale.
+    fn refresh(&mut self, b: usize, values: &mut ArrayD<f32>) {
+        let (Some(from), true) = (self.codes(b), self.stale[b]) else {
             return;
         };
-        let shadow = &mut self.shadow[b];
-        if shadow.shape() != data.shape() {
-            *shadow = ArrayD::zeros(data.raw_dim());
+        if let Some(v) = values.as_slice_mut()
+            && v.len() == self.bytes[b].len()
+        {
+            codes::dequantize(&self.bytes[b], from, v);
+            self.stale[b] = false;
         }
-        if let (Some(d), Some(q)) = (shadow.as_slice_mut(), data.as_slice()) {
-            d.par_chunks_mut(CHUNK)
-                .zip(q.par_chunks(CHUNK))
-                .for_each(|(d, q)| {
-                    for (d, &q) in d.iter_mut().zip(q) {
-                        *d = quant::dequantize(q as i32, scale);
-                    }
-                });
-        }
-        self.stale[b] = false;
     }
 }
 
@@ -125,16 +99,6 @@ fn conv_io(
             .map_err(|_| "expects a 4-D input")?,
     };
     Ok((bottom, top, dims))
-}
-
-/// Elements per parallel block of the conversions.
-const CHUNK: usize = 1 << 15;
-
-/// `dst[i] = f(src[i])` in parallel blocks.
-fn map_parallel(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    dst.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &v)| *d = f(v)));
 }
 
 impl Session<'_, '_> {
@@ -170,19 +134,23 @@ impl Session<'_, '_> {
         }
         if self.int8.views {
             for b in 0..self.values.len() {
-                if self.int8.stale[b] {
-                    let data = std::mem::replace(&mut self.values[b], ArrayD::zeros(IxDyn(&[0])));
-                    self.int8.dequantize(b, &data);
-                    self.values[b] = data;
-                }
+                self.refresh(b);
             }
         }
         Ok(())
     }
 
+    /// Makes a buffer's FP32 values from its codes if they are stale.
+    fn refresh(&mut self, b: usize) {
+        self.int8.refresh(b, &mut self.values[b]);
+    }
+
     /// An FP32 layer as in the FP32 plan; INT8 inputs are read dequantized.
     fn plain(&mut self, id: usize, layer: &Layer, feed: &mut dyn Feed) -> Result<(), String> {
         let buffer_of = &self.plan.buffer_of;
+        for &b in &layer.bottoms {
+            self.refresh(buffer_of[b]);
+        }
         let mut tops = std::mem::take(&mut self.tops);
         tops.clear();
         for &t in &layer.tops {
@@ -200,6 +168,7 @@ impl Session<'_, '_> {
             let b = buffer_of[t];
             self.values[b] = v;
             self.int8.repr[b] = Repr::F32;
+            self.int8.stale[b] = false;
         }
         self.tops = tops;
         result
@@ -218,20 +187,20 @@ impl Session<'_, '_> {
         Ok(())
     }
 
-    /// The input of an INT8 layer as codes of its type and scale: the buffer itself when it already
-    /// holds exactly those, else converted into `State::codes` (true when converted).
+    /// The input of an INT8 layer as codes of its type and scale: the buffer's bytes when they are
+    /// exactly those, else converted into `State::converted` (true when converted).
     fn prepare_codes(&mut self, bottom: usize, spec: InputSpec) -> Result<bool, String> {
         let b = self.plan.buffer_of[bottom];
-        let src = self.values[b].as_slice().ok_or("non-contiguous input")?;
-        if let Repr::Int { ty, scale, .. } = self.int8.repr[b]
-            && ty == spec.ty
-            && scale == spec.scale
-        {
-            return Ok(false);
-        }
-        let codes = &mut self.int8.codes;
-        codes.resize(src.len(), 0.0);
-        match self.int8.repr[b] {
+        let to = Codes {
+            ty: spec.ty,
+            scale: spec.scale,
+        };
+        let st = &mut self.int8;
+        let out = &mut st.converted;
+        match st.repr[b] {
+            Repr::Int { ty, scale, .. } if ty == spec.ty && scale == spec.scale => {
+                return Ok(false);
+            }
             // Intel skips the reorder from an s8 sum buffer to u8 at the same scale: the bytes are
             // read as they are.
             Repr::Int {
@@ -239,18 +208,17 @@ impl Session<'_, '_> {
                 scale,
                 sum: true,
             } if spec.ty == IntType::U8 && scale == spec.scale => {
-                for (d, &q) in codes.iter_mut().zip(src) {
-                    *d = f32::from(q as i32 as i8 as u8);
-                }
+                out.resize(st.bytes[b].len(), 0);
+                codes::reinterpret_s8_as_u8(&st.bytes[b], out);
             }
-            Repr::Int { scale, .. } => {
-                let f = |q: f32| quant::requantize(q as i32, scale, spec.scale, spec.ty) as f32;
-                map_parallel(src, codes, f);
+            Repr::Int { ty, scale, .. } => {
+                out.resize(st.bytes[b].len(), 0);
+                codes::requantize(&st.bytes[b], Codes { ty, scale }, to, out);
             }
             Repr::F32 => {
-                map_parallel(src, codes, |x| {
-                    quant::quantize(x, spec.scale, spec.ty) as f32
-                });
+                let src = self.values[b].as_slice().ok_or("non-contiguous input")?;
+                out.resize(src.len(), 0);
+                codes::quantize(src, to, out);
             }
         }
         Ok(true)
@@ -267,33 +235,50 @@ impl Session<'_, '_> {
         let (bottom, top, dims) = conv_io(plan, layer, spec.flat)?;
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
         let converted = self.prepare_codes(bottom, spec)?;
+        let st = &mut self.int8;
         if !converted && bin == bout {
             // The input is also the residual's buffer: read it from a copy.
-            let src = self.values[bin].as_slice().ok_or("non-contiguous input")?;
-            self.int8.codes.clear();
-            self.int8.codes.extend_from_slice(src);
+            st.converted.clone_from(&st.bytes[bin]);
         }
-        let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
-        {
-            let x: &[f32] = if converted || bin == bout {
-                &self.int8.codes
-            } else {
-                contiguous(&self.values[bin])?
-            };
-            let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            convolution_int8(conv, x, dims, o);
-        }
-        self.int8.stored(bout, output, &out, self.eager);
-        self.values[bout] = out;
-        Ok(())
+        let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        // Codes go to the buffer's bytes (which hold the residual of a sum), values to its FP32 array.
+        let mut out = std::mem::take(&mut st.bytes[bout]);
+        let x: &[u8] = if converted || bin == bout {
+            &st.converted
+        } else {
+            &st.bytes[bin]
+        };
+        let result = match output {
+            Repr::Int { .. } => {
+                out.resize(values.len(), 0);
+                convolution_int8(conv, x, dims, Out::Codes(&mut out));
+                Ok(())
+            }
+            Repr::F32 => values
+                .as_slice_mut()
+                .map(|o| {
+                    // A residual held as codes enters the sum post-op as its integers.
+                    if let Some(Codes { ty, .. }) = st.codes(bout) {
+                        codes::dequantize(&out, Codes { ty, scale: 1.0 }, o);
+                    }
+                    convolution_int8(conv, x, dims, Out::F32(o))
+                })
+                .ok_or("non-contiguous output"),
+        };
+        st.bytes[bout] = out;
+        st.stored(bout, output, &mut values, self.eager);
+        self.values[bout] = values;
+        result.map_err(String::from)
     }
 
     /// A fused convolution that Intel runs in FP32: folded weights, then the sum and ReLU.
     fn fused_f32(&mut self, layer: &Layer, f: &FusedF32) -> Result<(), String> {
         let plan = self.plan;
         let (bottom, top, dims) = conv_io(plan, layer, None)?;
-        let bout = plan.buffer_of[top];
+        let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
+        self.refresh(bin);
         if f.sum.is_some() {
+            self.refresh(bout);
             // Reused across passes: taken out while the session is read.
             let mut residual = std::mem::take(&mut self.int8.residual);
             residual.clear();
@@ -330,6 +315,7 @@ impl Session<'_, '_> {
         }
         self.values[bout] = out;
         self.int8.repr[bout] = Repr::F32;
+        self.int8.stale[bout] = false;
         result
     }
 
@@ -348,72 +334,101 @@ impl Session<'_, '_> {
             return Err("planned as INT8 without an INT8 output".into());
         };
         let bout = plan.buffer_of[top];
-        let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        let st = &mut self.int8;
+        let mut out = std::mem::take(&mut st.bytes[bout]);
+        let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        out.resize(values.len(), 0);
+        let input = |i: usize| -> Result<usize, String> {
+            let &b = layer.bottoms.get(i).ok_or("missing input")?;
+            Ok(plan.buffer_of[b])
+        };
         let result = (|| -> Result<(), String> {
-            let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            let input = |i: usize| -> Result<(&[f32], Repr), String> {
-                let &b = layer.bottoms.get(i).ok_or("missing input")?;
-                let buf = plan.buffer_of[b];
-                Ok((contiguous(&self.values[buf])?, self.int8.repr[buf]))
-            };
             match &layer.kind {
                 LayerKind::Activation(Activation::ReLU { negative_slope }) => {
-                    let (x, _) = input(0)?;
-                    for (d, &q) in o.iter_mut().zip(x) {
-                        *d = if q < 0.0 {
-                            quant::round_saturate(q * negative_slope, ty) as f32
-                        } else {
-                            q
-                        };
+                    let bin = input(0)?;
+                    if bin != bout {
+                        out.copy_from_slice(&st.bytes[bin]);
                     }
+                    codes::relu(&mut out, ty, *negative_slope);
                 }
-                LayerKind::Pooling(p) => {
-                    let (x, _) = input(0)?;
+                LayerKind::Pooling(_) => {
                     let Prepared::Pool(windows) = &plan.prepared[id] else {
                         return Err("not planned".into());
                     };
                     let [_, _, h, w] =
                         <[usize; 4]>::try_from(plan.shapes[layer.bottoms[0]].as_slice())
                             .map_err(|_| "expects a 4-D input")?;
-                    pool::pooling(windows, x, [h, w], o);
-                    if p.method == PoolMethod::Ave {
-                        // Codes: the mean rounded to the nearest code (pool::pooling divided already).
-                        o.iter_mut()
-                            .for_each(|v| *v = quant::round_saturate(*v, ty) as f32);
-                    }
+                    let bin = input(0)?;
+                    let x = match st.repr[bin] {
+                        // An s8 sum buffer is pooled as u8: its bytes read as they are.
+                        Repr::Int {
+                            ty: IntType::S8, ..
+                        } if ty == IntType::U8 => {
+                            st.converted.resize(st.bytes[bin].len(), 0);
+                            codes::reinterpret_s8_as_u8(&st.bytes[bin], &mut st.converted);
+                            &st.converted
+                        }
+                        _ => &st.bytes[bin],
+                    };
+                    pool::pooling_codes(windows, x, [h, w], ty, &mut out);
                 }
                 LayerKind::Concat { axis } => {
                     let dims0 = plan.shapes[layer.bottoms[0]].as_slice();
                     let a = crate::model::shape::canonical_axis(*axis, dims0.len())?;
-                    // Inputs already at the output scale are read in place; others requantized.
-                    let mut parts = Vec::with_capacity(layer.bottoms.len());
-                    for (i, &b) in layer.bottoms.iter().enumerate() {
-                        let (x, repr) = input(i)?;
-                        let scale = match repr {
-                            Repr::Int { scale, .. } => scale,
-                            Repr::F32 => 1.0,
+                    let outer: usize = dims0[..a].iter().product();
+                    let block = |v: usize| -> usize { plan.shapes[v][a..].iter().product() };
+                    let total: usize = layer.bottoms.iter().map(|&v| block(v)).sum();
+                    let values = &self.values;
+                    for &v in &layer.bottoms {
+                        let b = plan.buffer_of[v];
+                        let len = match st.repr[b] {
+                            Repr::Int { .. } => st.bytes[b].len(),
+                            Repr::F32 => values[b].as_slice().map_or(0, <[f32]>::len),
                         };
-                        let codes: std::borrow::Cow<[f32]> = if scale == out_scale {
-                            std::borrow::Cow::Borrowed(x)
-                        } else {
-                            let mut v = vec![0.0; x.len()];
-                            let f =
-                                |q: f32| quant::requantize(q as i32, scale, out_scale, ty) as f32;
-                            map_parallel(x, &mut v, f);
-                            std::borrow::Cow::Owned(v)
-                        };
-                        parts.push((codes, plan.shapes[b].as_slice()));
+                        if len != outer * block(v) || out.len() != outer * total {
+                            return Err("the inputs do not match the output's shape".into());
+                        }
                     }
-                    let inputs: Vec<(&[f32], &[usize])> =
-                        parts.iter().map(|(c, s)| (c.as_ref(), *s)).collect();
-                    tensor::concat(&inputs, a, o);
+                    let to = Codes {
+                        ty,
+                        scale: out_scale,
+                    };
+                    // Each input's block per outer index: copied when it holds codes of the output
+                    // type and scale, else requantized (FP32 inputs quantized) as it is copied.
+                    out.par_chunks_mut(total.max(1))
+                        .enumerate()
+                        .for_each(|(o, dst)| {
+                            let mut offset = 0;
+                            for &v in &layer.bottoms {
+                                let (b, n) = (plan.buffer_of[v], block(v));
+                                let d = &mut dst[offset..offset + n];
+                                let run = o * n..(o + 1) * n;
+                                match st.repr[b] {
+                                    Repr::Int { ty: t, scale, .. }
+                                        if t == ty && scale == out_scale =>
+                                    {
+                                        d.copy_from_slice(&st.bytes[b][run]);
+                                    }
+                                    Repr::Int { ty: t, scale, .. } => {
+                                        let from = Codes { ty: t, scale };
+                                        codes::requantize_run(&st.bytes[b][run], from, to, d);
+                                    }
+                                    Repr::F32 => {
+                                        let x = values[b].as_slice().unwrap_or_default();
+                                        codes::quantize_run(&x[run], to, d);
+                                    }
+                                }
+                                offset += n;
+                            }
+                        });
                 }
                 _ => return Err("this layer does not pass INT8 through".into()),
             }
             Ok(())
         })();
-        self.int8.stored(bout, out_repr, &out, self.eager);
-        self.values[bout] = out;
+        st.bytes[bout] = out;
+        st.stored(bout, out_repr, &mut values, self.eager);
+        self.values[bout] = values;
         result
     }
 }

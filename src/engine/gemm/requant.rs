@@ -1,0 +1,283 @@
+//! The requantization of one output channel's int32 sums into stored codes (spec §4.2), 16 lanes at a
+//! time with AVX-512: `((acc − comp) + bias)·factor`, the sum post-op on the residual codes already
+//! in the destination, the ReLU, saturation and rounding to nearest-even, and the code's byte. Each
+//! step is the f32 operation of `quant::Requant::apply` in the same order (the sum is one fused
+//! multiply-add, as `mul_add` there), so results equal the scalar definition bit for bit; without
+//! AVX-512 the caller uses that definition.
+#![allow(unsafe_code)]
+
+use std::sync::LazyLock;
+
+use crate::engine::quant::IntType;
+
+/// One channel's requantization.
+#[derive(Debug, Clone, Copy)]
+pub struct RowParams {
+    /// Subtracted from every sum (128·Σw for s8 input stored shifted).
+    pub comp: i32,
+    pub bias: i32,
+    pub factor: f32,
+    /// The sum post-op's factor on the residual codes.
+    pub sum: Option<f32>,
+    pub relu: Option<f32>,
+    pub ty: IntType,
+}
+
+static AVX512: LazyLock<bool> = LazyLock::new(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+});
+
+/// Requantizes `acc` into `dst` (codes of `p.ty`, holding the residual codes on entry when there is
+/// a sum). Returns false, touching nothing, when this CPU lacks AVX-512.
+pub fn row_u8(p: &RowParams, acc: &[i32], dst: &mut [u8]) -> bool {
+    if !*AVX512 {
+        return false;
+    }
+    let n = acc.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F/BW/VL (checked above); both slices hold at least n elements and the
+    // kernel reads and writes only the first n (masked tail).
+    unsafe {
+        x86::row_u8(p, acc.as_ptr(), dst.as_mut_ptr(), n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = n;
+    true
+}
+
+/// Codes of type `from` into codes of type `to`: `sat(nearbyint(q·factor))`, as
+/// `quant::requantize` with `factor = S_to / S_from`. False, touching nothing, without AVX-512.
+pub fn bytes(src: &[u8], from: IntType, to: IntType, factor: f32, dst: &mut [u8]) -> bool {
+    if !*AVX512 {
+        return false;
+    }
+    let n = src.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `row_u8`: AVX-512 checked, n elements in both slices, masked tail.
+    unsafe {
+        x86::bytes(src.as_ptr(), from, to, factor, dst.as_mut_ptr(), n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = n;
+    true
+}
+
+/// FP32 values into codes: `sat(nearbyint(x·scale))`, as `quant::quantize`. False, touching nothing,
+/// without AVX-512.
+pub fn quantize(src: &[f32], scale: f32, to: IntType, dst: &mut [u8]) -> bool {
+    if !*AVX512 {
+        return false;
+    }
+    let n = src.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `row_u8`.
+    unsafe {
+        x86::quantize(src.as_ptr(), scale, to, dst.as_mut_ptr(), n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = n;
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::RowParams;
+    use crate::engine::quant::IntType;
+
+    /// The clamp bounds and the stored byte of code 0.
+    fn range(ty: IntType) -> (f32, f32, i32) {
+        match ty {
+            IntType::U8 => (0.0, 255.0, 0),
+            IntType::S8 => (-128.0, 127.0, 128),
+        }
+    }
+
+    /// The 16-lane mask of the block starting at i of n.
+    fn mask(i: usize, n: usize) -> __mmask16 {
+        let lanes = (n - i).min(16);
+        if lanes == 16 {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        }
+    }
+
+    /// Clamps to the type's range, rounds to nearest-even (the default MXCSR mode of the conversion)
+    /// and stores the codes' bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn store(y: __m512, ty: IntType, dst: *mut u8, mask: __mmask16) {
+        let (lo, hi, zero) = range(ty);
+        let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(zero));
+        // Narrowed in a register: the memory form of vpmovdb is slow on some CPUs (Zen 4).
+        let bytes = _mm512_cvtepi32_epi8(q);
+        // SAFETY: the caller's mask covers only lanes inside `dst`.
+        unsafe {
+            if mask == 0xffff {
+                _mm_storeu_si128(dst as *mut __m128i, bytes);
+            } else {
+                _mm_mask_storeu_epi8(dst as *mut i8, mask, bytes);
+            }
+        }
+    }
+
+    /// The codes of 16 bytes (masked) as f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(src: *const u8, ty: IntType, mask: __mmask16) -> __m512 {
+        let zero = _mm512_set1_epi32(range(ty).2);
+        // SAFETY: the caller's mask covers only lanes inside `src`.
+        let bytes = unsafe { _mm_maskz_loadu_epi8(mask, src as *const i8) };
+        _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), zero))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn bytes(
+        src: *const u8,
+        from: IntType,
+        to: IntType,
+        factor: f32,
+        dst: *mut u8,
+        n: usize,
+    ) {
+        let f = _mm512_set1_ps(factor);
+        for i in (0..n).step_by(16) {
+            let m = mask(i, n);
+            // SAFETY: lanes i..i + 16 masked to n.
+            unsafe {
+                let y = _mm512_mul_ps(load(src.add(i), from, m), f);
+                store(y, to, dst.add(i), m);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn quantize(src: *const f32, scale: f32, to: IntType, dst: *mut u8, n: usize) {
+        let s = _mm512_set1_ps(scale);
+        for i in (0..n).step_by(16) {
+            let m = mask(i, n);
+            // SAFETY: lanes i..i + 16 masked to n.
+            unsafe {
+                let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src.add(i)), s);
+                store(y, to, dst.add(i), m);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn row_u8(p: &RowParams, acc: *const i32, dst: *mut u8, n: usize) {
+        let comp = _mm512_set1_epi32(p.comp);
+        let bias = _mm512_set1_ps(p.bias as f32);
+        let factor = _mm512_set1_ps(p.factor);
+        let sum = _mm512_set1_ps(p.sum.unwrap_or(0.0));
+        let slope = _mm512_set1_ps(p.relu.unwrap_or(1.0));
+        for i in (0..n).step_by(16) {
+            let m = mask(i, n);
+            // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
+            unsafe {
+                let a = _mm512_maskz_loadu_epi32(m, acc.add(i));
+                let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, comp));
+                let mut y = _mm512_mul_ps(_mm512_add_ps(t, bias), factor);
+                if p.sum.is_some() {
+                    y = _mm512_fmadd_ps(load(dst.add(i), p.ty, m), sum, y);
+                }
+                if p.relu.is_some() {
+                    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, _mm512_setzero_ps());
+                    y = _mm512_mask_mul_ps(y, neg, y, slope);
+                }
+                store(y, p.ty, dst.add(i), m);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::quant::{self, Requant};
+
+    #[test]
+    fn the_vectorized_rows_equal_the_scalar_definition() {
+        let acc: Vec<i32> = (0..53).map(|i| (i * 7919 % 20011) - 10000).collect();
+        let residual: Vec<u8> = (0..53).map(|i| (i * 97 % 256) as u8).collect();
+        for ty in [IntType::U8, IntType::S8] {
+            for sum in [None, Some(0.7)] {
+                for relu in [None, Some(0.0), Some(0.1)] {
+                    let p = RowParams {
+                        comp: 128 * 37,
+                        bias: -411,
+                        factor: 0.0123,
+                        sum,
+                        relu,
+                        ty,
+                    };
+                    let r = Requant {
+                        factor: p.factor,
+                        sum,
+                        relu,
+                    };
+                    // Every length up to the tail of the fourth block.
+                    for n in [0, 1, 15, 16, 17, 53] {
+                        let mut got = residual[..n].to_vec();
+                        if !row_u8(&p, &acc[..n], &mut got) {
+                            eprintln!("no AVX-512 here: the scalar definition is used");
+                            return;
+                        }
+                        let want: Vec<u8> = acc[..n]
+                            .iter()
+                            .zip(&residual)
+                            .map(|(&a, &res)| {
+                                let code = quant::decode(res, ty) as f32;
+                                let y = r.apply(a - p.comp, p.bias, code);
+                                quant::encode(quant::round_saturate(y, ty), ty)
+                            })
+                            .collect();
+                        assert_eq!(got, want, "{ty:?} {sum:?} {relu:?} {n}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vectorized_conversions_equal_the_scalar_definitions() {
+        let src: Vec<u8> = (0..=255).chain(0..37).map(|i| i as u8).collect();
+        let x: Vec<f32> = (0..293).map(|i| (i as f32 - 140.0) * 0.173).collect();
+        for (from, to) in [
+            (IntType::U8, IntType::U8),
+            (IntType::S8, IntType::U8),
+            (IntType::U8, IntType::S8),
+            (IntType::S8, IntType::S8),
+        ] {
+            let (s_from, s_to) = (3.7f32, 2.25f32);
+            let mut got = vec![0u8; src.len()];
+            if !bytes(&src, from, to, s_to / s_from, &mut got) {
+                eprintln!("no AVX-512 here: the scalar definition is used");
+                return;
+            }
+            let want: Vec<u8> = src
+                .iter()
+                .map(|&b| {
+                    let q = quant::requantize(quant::decode(b, from), s_from, s_to, to);
+                    quant::encode(q, to)
+                })
+                .collect();
+            assert_eq!(got, want, "{from:?} -> {to:?}");
+            let mut got = vec![0u8; x.len()];
+            assert!(quantize(&x, 5.5, to, &mut got));
+            let want: Vec<u8> = x
+                .iter()
+                .map(|&v| quant::encode(quant::quantize(v, 5.5, to), to))
+                .collect();
+            assert_eq!(got, want, "{to:?}");
+        }
+    }
+}
