@@ -192,7 +192,7 @@ impl LayerTimer {
         layers.sort_by(|a, b| b.1.total_cmp(&a.1));
         let slowest: String = layers
             .iter()
-            .take(12)
+            .take(40)
             .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
             .collect();
         format!("{what}:\n{text}slowest layers:\n{slowest}")

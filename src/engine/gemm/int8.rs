@@ -228,25 +228,27 @@ fn pack_strip(isa: Isa8, b: RowsU8, j0: usize, cols: usize, groups: usize, s: &m
     // Row p goes to group p / g, element p % g: every g-th value from (p / g)·nr·g + p % g.
     let at = |p: usize| (p / g) * nr * g + p % g;
     if isa == Isa8::Vnni {
-        s.bytes.clear();
+        // Every byte is written below (the columns past `cols` zeroed), so no clearing.
         s.bytes.resize(len, 0);
-        // Four rows at a time: column j's four bytes are one little-endian u32 (a loop the compiler
-        // vectorizes, where byte stores four apart were the cost of the whole product).
+        // Four rows at a time: column j's four bytes are one little-endian u32.
         let zeros = [0u8; 32];
         for (q, quad) in b.starts.chunks(4).enumerate() {
             let row = |e: usize| {
                 quad.get(e)
                     .map_or(&zeros[..cols], |&st| &b.data[st + j0..st + j0 + cols])
             };
-            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-            let dst = &mut s.bytes[q * nr * 4..q * nr * 4 + cols * 4];
-            for (j, d) in dst.chunks_exact_mut(4).enumerate() {
-                let v = u32::from(r0[j])
-                    | u32::from(r1[j]) << 8
-                    | u32::from(r2[j]) << 16
-                    | u32::from(r3[j]) << 24;
-                d.copy_from_slice(&v.to_le_bytes());
+            let rows = [row(0), row(1), row(2), row(3)];
+            let dst = &mut s.bytes[q * nr * 4..(q + 1) * nr * 4];
+            #[cfg(target_arch = "x86_64")]
+            if cols == nr {
+                // SAFETY: each row holds nr = 32 bytes and `dst` 128 (SSE2 is part of x86_64).
+                unsafe { x86::interleave4(rows.map(<[u8]>::as_ptr), dst.as_mut_ptr()) };
+                continue;
             }
+            for (j, d) in dst[..cols * 4].chunks_exact_mut(4).enumerate() {
+                d.copy_from_slice(&rows.map(|r| r[j]));
+            }
+            dst[cols * 4..].fill(0);
         }
     } else {
         s.wide.clear();
@@ -280,6 +282,23 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::MR;
+
+    /// Interleaves 32 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
+    pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {
+        for half in 0..2 {
+            // SAFETY: the caller gives 32 readable bytes per row and 128 writable at dst.
+            unsafe {
+                let r = rows.map(|p| _mm_loadu_si128(p.add(16 * half).cast()));
+                let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+                let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+                let out = dst.add(64 * half).cast::<__m128i>();
+                _mm_storeu_si128(out, _mm_unpacklo_epi16(a_lo, b_lo));
+                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a_lo, b_lo));
+                _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(a_hi, b_hi));
+                _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(a_hi, b_hi));
+            }
+        }
+    }
 
     /// 8 × 32 with VNNI: per group of 4 depths, two 64-byte loads of activations (16 columns × 4
     /// bytes each) and eight 4-byte weight broadcasts, sixteen `vpdpbusd`.

@@ -35,20 +35,61 @@ static AVX512: LazyLock<bool> = LazyLock::new(|| {
 });
 
 /// Requantizes `acc` into `dst` (codes of `p.ty`, holding the residual codes on entry when there is
-/// a sum). Returns false, touching nothing, when this CPU lacks AVX-512.
-pub fn row_u8(p: &RowParams, acc: &[i32], dst: &mut [u8]) -> bool {
+/// a sum): `dst` rows of `width` from `acc` rows `stride` apart. Returns false, touching nothing, when
+/// this CPU lacks AVX-512.
+pub fn rows_u8(
+    p: &RowParams,
+    acc: &[i32],
+    (width, stride): (usize, usize),
+    dst: &mut [u8],
+) -> bool {
     if !*AVX512 {
         return false;
     }
-    let n = acc.len().min(dst.len());
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512F/BW/VL (checked above); both slices hold at least n elements and the
-    // kernel reads and writes only the first n (masked tail).
-    unsafe {
-        x86::row_u8(p, acc.as_ptr(), dst.as_mut_ptr(), n);
+    let rows = dst.len().checked_div(width).unwrap_or(0);
+    if rows == 0 {
+        return true;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = n;
+    if stride < width || acc.len() < (rows - 1) * stride + width {
+        // Not the shape described: left to the scalar definition.
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    for (i, d) in dst.chunks_exact_mut(width).enumerate() {
+        // SAFETY: the CPU has AVX-512F/BW/VL (checked above); acc row i holds `width` values (checked
+        // above) and `d` as many bytes; the kernel touches only those (masked tail).
+        unsafe {
+            x86::row_u8(p, acc[i * stride..].as_ptr(), d.as_mut_ptr(), width);
+        }
+    }
+    true
+}
+
+/// As `rows_u8` for an FP32 destination: the requantized values are stored as they are (the sum's
+/// residual is FP32 values in `dst`).
+pub fn rows_f32(
+    p: &RowParams,
+    acc: &[i32],
+    (width, stride): (usize, usize),
+    dst: &mut [f32],
+) -> bool {
+    if !*AVX512 {
+        return false;
+    }
+    let rows = dst.len().checked_div(width).unwrap_or(0);
+    if rows == 0 {
+        return true;
+    }
+    if stride < width || acc.len() < (rows - 1) * stride + width {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    for (i, d) in dst.chunks_exact_mut(width).enumerate() {
+        // SAFETY: as in `rows_u8`.
+        unsafe {
+            x86::row_f32(p, acc[i * stride..].as_ptr(), d.as_mut_ptr(), width);
+        }
+    }
     true
 }
 
@@ -172,27 +213,50 @@ mod x86 {
         }
     }
 
+    /// `((acc − comp) + bias)·factor`, then the sum with `residual(lane)` and the ReLU.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn row_u8(p: &RowParams, acc: *const i32, dst: *mut u8, n: usize) {
-        let comp = _mm512_set1_epi32(p.comp);
-        let bias = _mm512_set1_ps(p.bias as f32);
-        let factor = _mm512_set1_ps(p.factor);
-        let sum = _mm512_set1_ps(p.sum.unwrap_or(0.0));
-        let slope = _mm512_set1_ps(p.relu.unwrap_or(1.0));
+    unsafe fn value(
+        p: &RowParams,
+        acc: *const i32,
+        m: __mmask16,
+        residual: impl Fn() -> __m512,
+    ) -> __m512 {
+        // SAFETY: the caller's mask covers only lanes inside `acc`.
+        let a = unsafe { _mm512_maskz_loadu_epi32(m, acc) };
+        let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_set1_epi32(p.comp)));
+        let mut y = _mm512_mul_ps(
+            _mm512_add_ps(t, _mm512_set1_ps(p.bias as f32)),
+            _mm512_set1_ps(p.factor),
+        );
+        if let Some(s) = p.sum {
+            y = _mm512_fmadd_ps(residual(), _mm512_set1_ps(s), y);
+        }
+        if let Some(slope) = p.relu {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, _mm512_setzero_ps());
+            y = _mm512_mask_mul_ps(y, neg, y, _mm512_set1_ps(slope));
+        }
+        y
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn row_f32(p: &RowParams, acc: *const i32, dst: *mut f32, n: usize) {
         for i in (0..n).step_by(16) {
             let m = mask(i, n);
             // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
             unsafe {
-                let a = _mm512_maskz_loadu_epi32(m, acc.add(i));
-                let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, comp));
-                let mut y = _mm512_mul_ps(_mm512_add_ps(t, bias), factor);
-                if p.sum.is_some() {
-                    y = _mm512_fmadd_ps(load(dst.add(i), p.ty, m), sum, y);
-                }
-                if p.relu.is_some() {
-                    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, _mm512_setzero_ps());
-                    y = _mm512_mask_mul_ps(y, neg, y, slope);
-                }
+                let y = value(p, acc.add(i), m, || _mm512_maskz_loadu_ps(m, dst.add(i)));
+                _mm512_mask_storeu_ps(dst.add(i), m, y);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn row_u8(p: &RowParams, acc: *const i32, dst: *mut u8, n: usize) {
+        for i in (0..n).step_by(16) {
+            let m = mask(i, n);
+            // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
+            unsafe {
+                let y = value(p, acc.add(i), m, || load(dst.add(i), p.ty, m));
                 store(y, p.ty, dst.add(i), m);
             }
         }
@@ -227,7 +291,8 @@ mod tests {
                     // Every length up to the tail of the fourth block.
                     for n in [0, 1, 15, 16, 17, 53] {
                         let mut got = residual[..n].to_vec();
-                        if !row_u8(&p, &acc[..n], &mut got) {
+                        if !rows_u8(&p, &acc[..n], (n.max(1), n.max(1)), &mut got) {
+                            assert!(!*AVX512, "refused with AVX-512");
                             eprintln!("no AVX-512 here: the scalar definition is used");
                             return;
                         }
@@ -241,10 +306,48 @@ mod tests {
                             })
                             .collect();
                         assert_eq!(got, want, "{ty:?} {sum:?} {relu:?} {n}");
+                        // An FP32 destination: the values themselves, the residual FP32 values.
+                        let res: Vec<f32> = residual[..n]
+                            .iter()
+                            .map(|&b| b as f32 * 0.3 - 20.0)
+                            .collect();
+                        let mut got = res.clone();
+                        assert!(rows_f32(&p, &acc[..n], (n.max(1), n.max(1)), &mut got));
+                        let want: Vec<f32> = acc[..n]
+                            .iter()
+                            .zip(&res)
+                            .map(|(&a, &r0)| r.apply(a - p.comp, p.bias, r0))
+                            .collect();
+                        assert_eq!(got, want, "f32 {sum:?} {relu:?} {n}");
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn rows_skip_the_extra_columns_of_the_grid() {
+        let p = RowParams {
+            comp: 0,
+            bias: 0,
+            factor: 1.0,
+            sum: None,
+            relu: None,
+            ty: IntType::U8,
+        };
+        // Three rows of 5 from a grid of width 7: columns 5 and 6 dropped.
+        let acc: Vec<i32> = (0..19).collect();
+        let mut got = [0u8; 15];
+        if rows_u8(&p, &acc, (5, 7), &mut got) {
+            let want: Vec<u8> = [0..5, 7..12, 14..19]
+                .into_iter()
+                .flatten()
+                .map(|v| v as u8)
+                .collect();
+            assert_eq!(got.to_vec(), want);
+        }
+        // A grid too short for the rows is refused.
+        assert!(!rows_u8(&p, &acc[..18], (5, 7), &mut got));
     }
 
     #[test]

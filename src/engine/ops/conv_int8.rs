@@ -150,7 +150,7 @@ trait Sink: Copy + Send {
     fn store(y: f32, ty: IntType) -> Self;
 
     /// The vectorized requantization of a run, when there is one for this type and CPU.
-    fn vectorized(_: &RowParams, _: &[i32], _: &mut [Self]) -> bool {
+    fn vectorized(_: &RowParams, _: &[i32], _: (usize, usize), _: &mut [Self]) -> bool {
         false
     }
 }
@@ -166,8 +166,8 @@ impl Sink for u8 {
         quant::encode(quant::round_saturate(y, ty), ty)
     }
 
-    fn vectorized(p: &RowParams, acc: &[i32], dst: &mut [Self]) -> bool {
-        requant::row_u8(p, acc, dst)
+    fn vectorized(p: &RowParams, acc: &[i32], rows: (usize, usize), dst: &mut [Self]) -> bool {
+        requant::rows_u8(p, acc, rows, dst)
     }
 }
 
@@ -180,6 +180,10 @@ impl Sink for f32 {
     #[inline]
     fn store(y: f32, _: IntType) -> Self {
         y
+    }
+
+    fn vectorized(p: &RowParams, acc: &[i32], rows: (usize, usize), dst: &mut [Self]) -> bool {
+        requant::rows_f32(p, acc, rows, dst)
     }
 }
 
@@ -276,32 +280,27 @@ fn image_int8<T: Sink>(
         for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
             let oc = gi * mg + i;
             let comp = i32::from(shift) * conv.weight_sums[oc];
-            let requant = |acc: &[i32], dst: &mut [T]| {
-                requantize_row(&conv.requant[oc], acc, comp, conv.bias[oc], store_ty, dst);
-            };
-            if wq == ow {
-                // No dropped columns: the channel is one run.
-                requant(
-                    &acc_row[..oh * ow],
-                    &mut o[oc * oh * ow..(oc + 1) * oh * ow],
-                );
-                continue;
-            }
-            for oy in 0..oh {
-                let dst = &mut o[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
-                requant(&acc_row[oy * wq..oy * wq + ow], dst);
-            }
+            let dst = &mut o[oc * oh * ow..(oc + 1) * oh * ow];
+            requantize_rows(
+                &conv.requant[oc],
+                acc_row,
+                (ow, wq),
+                (comp, conv.bias[oc]),
+                store_ty,
+                dst,
+            );
         }
     }
 }
 
-/// One run of outputs of a channel: `dst` holds the residual on entry (when there is a sum post-op).
+/// One channel's outputs: rows of `width` in `dst`, read from `acc` rows `stride` apart (the phase
+/// grid's extra columns dropped). `dst` holds the residual on entry (when there is a sum post-op).
 /// The loop without a sum post-op has no calls or branches the compiler cannot vectorize.
-fn requantize_row<T: Sink>(
+fn requantize_rows<T: Sink>(
     r: &Requant,
     acc: &[i32],
-    comp: i32,
-    bias: i32,
+    (width, stride): (usize, usize),
+    (comp, bias): (i32, i32),
     ty: IntType,
     dst: &mut [T],
 ) {
@@ -313,23 +312,25 @@ fn requantize_row<T: Sink>(
         relu: r.relu,
         ty,
     };
-    if T::vectorized(&p, acc, dst) {
+    if T::vectorized(&p, acc, (width, stride), dst) {
         return;
     }
-    if r.sum.is_none() {
-        let slope = r.relu;
-        for (d, &a) in dst.iter_mut().zip(acc) {
-            let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
-            if let Some(s) = slope
-                && y < 0.0
-            {
-                y *= s;
+    for (dst, acc) in dst.chunks_mut(width).zip(acc.chunks(stride)) {
+        if r.sum.is_none() {
+            let slope = r.relu;
+            for (d, &a) in dst.iter_mut().zip(acc) {
+                let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
+                if let Some(s) = slope
+                    && y < 0.0
+                {
+                    y *= s;
+                }
+                *d = T::store(y, ty);
             }
-            *d = T::store(y, ty);
-        }
-    } else {
-        for (d, &a) in dst.iter_mut().zip(acc) {
-            *d = T::store(r.apply(a - comp, bias, d.residual(ty)), ty);
+        } else {
+            for (d, &a) in dst.iter_mut().zip(acc) {
+                *d = T::store(r.apply(a - comp, bias, d.residual(ty)), ty);
+            }
         }
     }
 }

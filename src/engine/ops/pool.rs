@@ -120,16 +120,17 @@ impl Lane for u8 {
 /// Pools N·C planes of h×w (`x`) into `out`, planes in parallel.
 pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
     let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
-    let max = win.method == PoolMethod::Max;
+    if win.method == PoolMethod::Max {
+        max_pooling(win, x, [h, w], out);
+        return;
+    }
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, plane)| {
             for (row, line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
                 pool_line(win, plane, w, *row, line);
-                if !max {
-                    for (v, &(_, _, wsize)) in line.iter_mut().zip(&win.cols.windows) {
-                        *v /= row.2 * wsize;
-                    }
+                for (v, &(_, _, wsize)) in line.iter_mut().zip(&win.cols.windows) {
+                    *v /= row.2 * wsize;
                 }
             }
         });
@@ -141,24 +142,7 @@ pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
 pub fn pooling_codes(win: &Windows, x: &[u8], [h, w]: [usize; 2], ty: IntType, out: &mut [u8]) {
     let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
     if win.method == PoolMethod::Max {
-        // The maximum of integers does not depend on the order: the window rows' maximum first (one
-        // vectorized pass over whole rows), then each window's columns.
-        out.par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each_init(Vec::new, |rows: &mut Vec<u8>, (o, plane)| {
-                for (&(hs, he, _), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
-                    rows.clear();
-                    rows.resize(w, 0);
-                    for src in plane[hs * w..he * w].chunks_exact(w) {
-                        rows.iter_mut()
-                            .zip(src)
-                            .for_each(|(m, &v)| *m = (*m).max(v));
-                    }
-                    for (d, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
-                        *d = rows[ws..we].iter().copied().max().unwrap_or(0);
-                    }
-                }
-            });
+        max_pooling(win, x, [h, w], out);
         return;
     }
     let zero = f32::from(ty.zero_byte());
@@ -179,6 +163,30 @@ pub fn pooling_codes(win: &Windows, x: &[u8], [h, w]: [usize; 2], ty: IntType, o
         });
 }
 
+/// MAX pooling as the maximum of each window's rows first (one vectorized pass over whole rows per
+/// output row), then of its columns. Caffe takes the window in row-major order keeping strictly
+/// greater values; the maximum does not depend on the order (NaNs are skipped either way), so the
+/// values are Caffe's (of equal values −0 and +0 either may be kept).
+fn max_pooling<T: Lane>(win: &Windows, x: &[T], [h, w]: [usize; 2], out: &mut [T]) {
+    let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each_init(Vec::new, |rows: &mut Vec<T>, (o, plane)| {
+            for (&(hs, he, _), line) in win.rows.windows.iter().zip(o.chunks_mut(ow)) {
+                rows.clear();
+                rows.resize(w, T::LOWEST);
+                for src in plane[hs * w..he * w].chunks_exact(w) {
+                    rows.iter_mut()
+                        .zip(src)
+                        .for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+                }
+                for (d, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
+                    *d = fold_run(true, T::LOWEST, &rows[ws..we]);
+                }
+            }
+        });
+}
+
 /// A window row folded into `acc`: Caffe's MAX keeps strictly greater values.
 fn fold_run<T: Copy, A: Lane + From<T>>(max: bool, acc: A, run: &[T]) -> A {
     if max {
@@ -192,10 +200,9 @@ fn fold_run<T: Copy, A: Lane + From<T>>(max: bool, acc: A, run: &[T]) -> A {
     }
 }
 
-/// One output row (window rows `hs..he`) of a plane: the MAX, or the sum of an AVE, of each window.
-/// Each output row gathers its window rows one kernel column at a time over all outputs (a strided
-/// run the compiler vectorizes); every output still takes its terms in Caffe's order, row by row and
-/// left to right.
+/// One output row (window rows `hs..he`) of an AVE: the sum of each window. Each output row gathers
+/// its window rows one kernel column at a time over all outputs (a strided run the compiler
+/// vectorizes); every output still takes its terms in Caffe's order, row by row and left to right.
 fn pool_line<T: Copy, A: Lane + From<T>>(
     win: &Windows,
     plane: &[T],
@@ -203,14 +210,13 @@ fn pool_line<T: Copy, A: Lane + From<T>>(
     (hs, he, _): (usize, usize, f32),
     line: &mut [A],
 ) {
-    let max = win.method == PoolMethod::Max;
     let ow = line.len();
-    line.fill(if max { A::LOWEST } else { A::ZERO });
+    line.fill(A::ZERO);
     if win.cols.taps.len() > ow {
         // Wider windows than outputs (global pooling): each output's window at once.
         for (o, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
             for y in hs..he {
-                *o = fold_run(max, *o, &plane[y * w + ws..y * w + we]);
+                *o = fold_run(false, *o, &plane[y * w + ws..y * w + we]);
             }
         }
         return;
@@ -222,12 +228,10 @@ fn pool_line<T: Copy, A: Lane + From<T>>(
                 continue;
             }
             let taps = src[start..].iter().step_by(win.cols.stride);
-            let outs = line[first..end].iter_mut().zip(taps);
-            if max {
-                outs.for_each(|(o, &v)| *o = if A::from(v) > *o { A::from(v) } else { *o });
-            } else {
-                outs.for_each(|(o, &v)| *o += A::from(v));
-            }
+            line[first..end]
+                .iter_mut()
+                .zip(taps)
+                .for_each(|(o, &v)| *o += A::from(v));
         }
     }
 }
