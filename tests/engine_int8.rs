@@ -49,6 +49,19 @@ fn int8_blobs_are_intel_caffes() {
         feed.arrays.insert(input.tops[0], x);
         let mut session = Session::new(&plan);
         session.forward(&mut feed, &mut NoObserver).unwrap();
+        // Without dequantized views (as `eval` and `bench` run), INT8 outputs only a Concat reads
+        // go straight into its buffer; the net's outputs must not change.
+        let mut lean = Session::new(&plan);
+        lean.set_dequantized_views(false);
+        lean.forward(&mut feed, &mut NoObserver).unwrap();
+        for v in plan.outputs() {
+            assert_eq!(
+                lean.value(v),
+                session.value(v),
+                "{}: output {v}",
+                dir.display()
+            );
+        }
         let mut refs =
             NpzReader::new(std::fs::File::open(intel.join("blobs.npz")).unwrap()).unwrap();
         let index = json(&intel.join("blobs_index.json"));

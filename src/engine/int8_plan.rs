@@ -51,6 +51,21 @@ pub struct Int8Plan {
     pub compiled: Compiled,
     pub precision: Precision,
     pub layers: Vec<Int8Layer>,
+    /// Per layer: the Concat an INT8 convolution can write its codes into (when no one looks at
+    /// the convolution's own output).
+    pub concat_slots: Vec<Option<ConcatSlot>>,
+}
+
+/// Where an INT8 convolution's channels go in the buffer of the INT8 Concat (along channels) that is
+/// its output's only reader.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConcatSlot {
+    pub concat: LayerId,
+    /// Channels of the Concat's earlier inputs, and of all its inputs.
+    pub offset: usize,
+    pub channels: usize,
+    /// The Concat's requantization of these codes, `S_concat / S_conv`, when the scales differ.
+    pub then: Option<f32>,
 }
 
 impl Int8Plan {
@@ -163,12 +178,78 @@ impl Int8Plan {
                 share_buffers(net, &compiled, id, f, buffer_of);
             }
         }
+        let concat_slots = (0..net.layers.len())
+            .map(|id| concat_slot(net, shapes, &compiled, &precision, id))
+            .collect();
         Ok(Self {
             compiled,
             precision,
             layers,
+            concat_slots,
         })
     }
+}
+
+/// The Concat slot of an INT8 convolution with codes output and no sum, whose output's only reader
+/// is an INT8 Concat along channels of the same code type.
+fn concat_slot(
+    net: &Net,
+    shapes: &[Shape],
+    compiled: &Compiled,
+    precision: &Precision,
+    id: LayerId,
+) -> Option<ConcatSlot> {
+    let Exec::Int8 {
+        output: Repr::Int { ty, scale, .. },
+        ..
+    } = precision.exec[id]
+    else {
+        return None;
+    };
+    if compiled.fusion(id).is_some_and(|f| f.sum.is_some()) {
+        return None;
+    }
+    // The readers of every value the convolution stands for, its absorbed layers aside.
+    let values: Vec<usize> = compiled.values_of(net, id).collect();
+    let readers: Vec<LayerId> = values
+        .iter()
+        .flat_map(|&v| net.values[v].consumers.iter().copied())
+        .filter(|&c| !matches!(precision.exec[c], Exec::Absorbed))
+        .collect();
+    let ([concat], Some(&own)) = (readers.as_slice(), values.last()) else {
+        return None;
+    };
+    let l = &net.layers[*concat];
+    let LayerKind::Concat { axis } = l.kind else {
+        return None;
+    };
+    let out = *l.tops.first()?;
+    let Repr::Int {
+        ty: cty,
+        scale: cscale,
+        ..
+    } = precision.repr[out]
+    else {
+        return None;
+    };
+    let rank = shapes[own].len();
+    let position = l.bottoms.iter().position(|&b| b == own)?;
+    let once = l.bottoms.iter().filter(|&&b| b == own).count() == 1;
+    let channels = |v: usize| shapes[v].get(1).copied().unwrap_or(0);
+    if !matches!(precision.exec[*concat], Exec::PassInt8)
+        || canonical_axis(axis, rank).ok()? != 1
+        || rank != 4
+        || cty != ty
+        || !once
+    {
+        return None;
+    }
+    Some(ConcatSlot {
+        concat: *concat,
+        offset: l.bottoms[..position].iter().map(|&b| channels(b)).sum(),
+        channels: channels(out),
+        then: (cscale != scale).then(|| cscale / scale),
+    })
 }
 
 /// A 1×1 convolution geometry (InnerProduct).

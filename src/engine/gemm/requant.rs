@@ -21,6 +21,10 @@ pub struct RowParams {
     pub sum: Option<f32>,
     pub relu: Option<f32>,
     pub ty: IntType,
+    /// A second requantization of the stored code, by this factor (a convolution writing straight
+    /// into its Concat's buffer at the Concat's scale: the code is rounded twice, as when the Concat
+    /// requantizes it).
+    pub then: Option<f32>,
 }
 
 static AVX512: LazyLock<bool> = LazyLock::new(|| {
@@ -256,7 +260,15 @@ mod x86 {
             let m = mask(i, n);
             // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
             unsafe {
-                let y = value(p, acc.add(i), m, || load(dst.add(i), p.ty, m));
+                let mut y = value(p, acc.add(i), m, || load(dst.add(i), p.ty, m));
+                if let Some(f) = p.then {
+                    let (lo, hi, _) = range(p.ty);
+                    let c = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                    let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                        c,
+                    );
+                    y = _mm512_mul_ps(q, _mm512_set1_ps(f));
+                }
                 store(y, p.ty, dst.add(i), m);
             }
         }
@@ -282,6 +294,7 @@ mod tests {
                         sum,
                         relu,
                         ty,
+                        then: None,
                     };
                     let r = Requant {
                         factor: p.factor,
@@ -306,6 +319,22 @@ mod tests {
                             })
                             .collect();
                         assert_eq!(got, want, "{ty:?} {sum:?} {relu:?} {n}");
+                        // Rounded twice: requantized again to another scale.
+                        let twice = RowParams {
+                            then: Some(0.77),
+                            ..p
+                        };
+                        let mut got = residual[..n].to_vec();
+                        assert!(rows_u8(&twice, &acc[..n], (n.max(1), n.max(1)), &mut got));
+                        let direct: Vec<u8> = want
+                            .iter()
+                            .map(|&b| {
+                                let q =
+                                    quant::round_saturate(quant::decode(b, ty) as f32 * 0.77, ty);
+                                quant::encode(q, ty)
+                            })
+                            .collect();
+                        assert_eq!(got, direct, "twice {ty:?} {sum:?} {relu:?} {n}");
                         // An FP32 destination: the values themselves, the residual FP32 values.
                         let res: Vec<f32> = residual[..n]
                             .iter()
@@ -334,6 +363,7 @@ mod tests {
             sum: None,
             relu: None,
             ty: IntType::U8,
+            then: None,
         };
         // Three rows of 5 from a grid of width 7: columns 5 and 6 dropped.
         let acc: Vec<i32> = (0..19).collect();

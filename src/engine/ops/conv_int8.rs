@@ -122,6 +122,13 @@ impl Int8Conv {
     }
 }
 
+/// Int32 sums per chunk of a convolution's output rows (512 KB), requantized while in L2 (tests use
+/// chunks of one or a few rows, so that every path is exercised).
+#[cfg(not(test))]
+const ACC_CHUNK: usize = 1 << 17;
+#[cfg(test)]
+const ACC_CHUNK: usize = 150;
+
 /// Per-thread buffers: the image's phases, row starts, the int32 wide output, GEMM
 /// scratch.
 #[derive(Debug, Default)]
@@ -187,24 +194,55 @@ impl Sink for f32 {
     }
 }
 
+/// Where a convolution's outputs go in its output buffer: images `image_len` apart, the channels from
+/// `offset` on (a Concat's buffer), each code requantized once more by `then` when given (to the
+/// Concat's scale, rounded twice as when the Concat requantizes it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    pub image_len: usize,
+    pub offset: usize,
+    pub then: Option<f32>,
+}
+
 /// Runs the convolution on N×C×H×W input codes `x` (bytes of the convolution's input type) into
-/// `out` (N×M×OH×OW).
-pub fn convolution_int8(conv: &Int8Conv, x: &[u8], dims: [usize; 4], out: Out) {
+/// `out` (N×M×OH×OW, or placed as `at` says).
+pub fn convolution_int8(
+    conv: &Int8Conv,
+    x: &[u8],
+    dims: [usize; 4],
+    out: Out,
+    at: Option<Placement>,
+) {
     match out {
-        Out::Codes(o) => per_image(conv, x, dims, o),
-        Out::F32(o) => per_image(conv, x, dims, o),
+        Out::Codes(o) => per_image(conv, x, dims, o, at),
+        Out::F32(o) => per_image(conv, x, dims, o, at),
     }
 }
 
-fn per_image<T: Sink>(conv: &Int8Conv, x: &[u8], [n, c, h, w]: [usize; 4], out: &mut [T]) {
+fn per_image<T: Sink>(
+    conv: &Int8Conv,
+    x: &[u8],
+    [n, c, h, w]: [usize; 4],
+    out: &mut [T],
+    at: Option<Placement>,
+) {
     let g = &conv.geometry;
     let (oh, ow) = g.out_size(h, w);
-    let (m, plane) = (conv.outputs, oh * ow);
-    out.par_chunks_mut(m * plane)
+    let len = conv.outputs * oh * ow;
+    let at = at.unwrap_or(Placement {
+        image_len: len,
+        offset: 0,
+        then: None,
+    });
+    if at.image_len < at.offset + len {
+        return;
+    }
+    out.par_chunks_mut(at.image_len)
         .zip(x.par_chunks(c * h * w))
         .take(n)
         .for_each(|(o, img)| {
-            BUFFERS.with_borrow_mut(|b| image_int8(conv, img, [c, h, w], b, o));
+            let o = &mut o[at.offset..at.offset + len];
+            BUFFERS.with_borrow_mut(|b| image_int8(conv, img, [c, h, w], b, o, at.then));
         });
 }
 
@@ -217,6 +255,7 @@ fn image_int8<T: Sink>(
     [c, h, w]: [usize; 3],
     b: &mut Buffers,
     o: &mut [T],
+    then: Option<f32>,
 ) {
     let g = &conv.geometry;
     let (oh, ow) = g.out_size(h, w);
@@ -254,11 +293,16 @@ fn image_int8<T: Sink>(
             }
         }
         let ncols = (oh - 1) * wq + ow;
-        b.acc.clear();
-        b.acc.resize(mg * ncols, 0);
+        let requant = |oc: usize, acc: &[i32], rows: (usize, usize), dst: &mut [T]| {
+            let comp = i32::from(shift) * conv.weight_sums[oc];
+            let r = &conv.requant[oc];
+            requantize_rows(r, acc, rows, (comp, conv.bias[oc]), (store_ty, then), dst);
+        };
         match (&conv.depthwise, conv.groups.get(gi)) {
             // One channel, one filter: each tap is one integer multiply-add over the phase grid.
             (Some(dw), _) => {
+                b.acc.clear();
+                b.acc.resize(ncols, 0);
                 for (&wv, &start) in dw[gi * taps..(gi + 1) * taps].iter().zip(&b.starts) {
                     let src = &data[start..start + ncols];
                     let wv = i32::from(wv);
@@ -267,28 +311,31 @@ fn image_int8<T: Sink>(
                         .zip(src)
                         .for_each(|(a, &x)| *a += wv * i32::from(x));
                 }
+                let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
+                requant(gi, &b.acc, (ow, wq), dst);
             }
             (None, Some(wg)) => {
-                let rows = RowsU8 {
-                    data,
-                    starts: &b.starts,
-                };
-                gemm_u8s8(wg, rows, ncols, (&mut b.acc, ncols), &mut b.gemm);
+                // Whole grid rows in chunks whose int32 sums (mg × cols) stay within L2, each
+                // requantized as soon as it is computed.
+                let rows_per_chunk = (ACC_CHUNK / (mg * wq).max(1)).max(1);
+                for y0 in (0..oh).step_by(rows_per_chunk) {
+                    let rows_here = rows_per_chunk.min(oh - y0);
+                    let (c0, cols) = (y0 * wq, (rows_here - 1) * wq + ow);
+                    let rows = RowsU8 {
+                        data: &data[c0..],
+                        starts: &b.starts,
+                    };
+                    b.acc.clear();
+                    b.acc.resize(mg * cols, 0);
+                    gemm_u8s8(wg, rows, cols, (&mut b.acc, cols), &mut b.gemm);
+                    for (i, acc) in b.acc.chunks(cols).enumerate() {
+                        let oc = gi * mg + i;
+                        let at = (oc * oh + y0) * ow;
+                        requant(oc, acc, (ow, wq), &mut o[at..at + rows_here * ow]);
+                    }
+                }
             }
             (None, None) => return,
-        }
-        for (i, acc_row) in b.acc.chunks(ncols).enumerate() {
-            let oc = gi * mg + i;
-            let comp = i32::from(shift) * conv.weight_sums[oc];
-            let dst = &mut o[oc * oh * ow..(oc + 1) * oh * ow];
-            requantize_rows(
-                &conv.requant[oc],
-                acc_row,
-                (ow, wq),
-                (comp, conv.bias[oc]),
-                store_ty,
-                dst,
-            );
         }
     }
 }
@@ -301,7 +348,7 @@ fn requantize_rows<T: Sink>(
     acc: &[i32],
     (width, stride): (usize, usize),
     (comp, bias): (i32, i32),
-    ty: IntType,
+    (ty, then): (IntType, Option<f32>),
     dst: &mut [T],
 ) {
     let p = RowParams {
@@ -311,10 +358,12 @@ fn requantize_rows<T: Sink>(
         sum: r.sum,
         relu: r.relu,
         ty,
+        then,
     };
     if T::vectorized(&p, acc, (width, stride), dst) {
         return;
     }
+    let twice = |y: f32| then.map_or(y, |f| quant::round_saturate(y, ty) as f32 * f);
     for (dst, acc) in dst.chunks_mut(width).zip(acc.chunks(stride)) {
         if r.sum.is_none() {
             let slope = r.relu;
@@ -325,11 +374,11 @@ fn requantize_rows<T: Sink>(
                 {
                     y *= s;
                 }
-                *d = T::store(y, ty);
+                *d = T::store(twice(y), ty);
             }
         } else {
             for (d, &a) in dst.iter_mut().zip(acc) {
-                *d = T::store(r.apply(a - comp, bias, d.residual(ty)), ty);
+                *d = T::store(twice(r.apply(a - comp, bias, d.residual(ty))), ty);
             }
         }
     }
@@ -548,17 +597,45 @@ mod tests {
                         .iter()
                         .map(|&v| quant::encode(v as i32, t))
                         .collect();
-                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::Codes(&mut o));
+                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::Codes(&mut o), None);
                     o.iter().map(|&b| quant::decode(b, t) as f32).collect()
                 }
                 Store::F32 => {
                     let mut o = residual.clone();
-                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::F32(&mut o));
+                    convolution_int8(&conv, &bytes, [n, c, h, w], Out::F32(&mut o), None);
                     o
                 }
             };
             let want = naive(&weights, &bias, &g, &p, &x, [n, c, h, w], &residual);
             assert_eq!(out, want, "{g:?} {input:?} {store:?}");
+            // Placed in a Concat's buffer (channels 3.. of m + 5 per image) and requantized again:
+            // each code as the Concat's requantization of the stored code makes it.
+            if let (Store::Int(t), None) = (store, sum) {
+                let plane = oh * ow;
+                let at = Placement {
+                    image_len: (m + 5) * plane,
+                    offset: 3 * plane,
+                    then: Some(0.61),
+                };
+                let mut wide = vec![7u8; n * (m + 5) * plane];
+                convolution_int8(&conv, &bytes, [n, c, h, w], Out::Codes(&mut wide), Some(at));
+                for (img, chunk) in wide.chunks(at.image_len).enumerate() {
+                    let own = &want[img * m * plane..(img + 1) * m * plane];
+                    let placed = &chunk[at.offset..at.offset + m * plane];
+                    for (&q, &b) in own.iter().zip(placed) {
+                        let again = quant::round_saturate(q * 0.61, t);
+                        assert_eq!(quant::decode(b, t), again, "{g:?} placed");
+                    }
+                    assert!(
+                        chunk[..at.offset].iter().all(|&b| b == 7),
+                        "before the slot"
+                    );
+                    assert!(
+                        chunk[at.offset + m * plane..].iter().all(|&b| b == 7),
+                        "after"
+                    );
+                }
+            }
         }
     }
 }

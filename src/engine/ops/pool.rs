@@ -180,8 +180,24 @@ fn max_pooling<T: Lane>(win: &Windows, x: &[T], [h, w]: [usize; 2], out: &mut [T
                         .zip(src)
                         .for_each(|(m, &v)| *m = if v > *m { v } else { *m });
                 }
-                for (d, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
-                    *d = fold_run(true, T::LOWEST, &rows[ws..we]);
+                if win.cols.taps.len() > ow {
+                    // Wider windows than outputs (global pooling): each output's window at once.
+                    for (d, &(ws, we, _)) in line.iter_mut().zip(&win.cols.windows) {
+                        *d = fold_run(true, T::LOWEST, &rows[ws..we]);
+                    }
+                    continue;
+                }
+                // One kernel column at a time over all outputs (a strided run).
+                line.fill(T::LOWEST);
+                for &(first, end, start) in &win.cols.taps {
+                    if first >= end {
+                        continue;
+                    }
+                    let taps = rows[start..].iter().step_by(win.cols.stride);
+                    line[first..end]
+                        .iter_mut()
+                        .zip(taps)
+                        .for_each(|(o, &v)| *o = if v > *o { v } else { *o });
                 }
             }
         });

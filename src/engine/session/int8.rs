@@ -13,7 +13,7 @@ use crate::engine::error::EngineError;
 use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer};
 use crate::engine::ops::codes::{self, Codes};
 use crate::engine::ops::conv::{self, Filter};
-use crate::engine::ops::conv_int8::{Int8Conv, Out, convolution_int8};
+use crate::engine::ops::conv_int8::{Int8Conv, Out, Placement, convolution_int8};
 use crate::engine::ops::pool;
 use crate::engine::ops::post::Post;
 use crate::engine::plan::{Plan, Prepared};
@@ -32,6 +32,8 @@ pub(super) struct State {
     stale: Vec<bool>,
     /// Whether every INT8 value's FP32 values are made by the end of a pass.
     pub(super) views: bool,
+    /// Buffers whose codes a convolution wrote straight into its Concat's buffer this pass.
+    placed: Vec<bool>,
     /// An INT8 layer's input converted to its type and scale.
     converted: Vec<u8>,
     /// A fused FP32 convolution's residual, saved before the buffer is overwritten.
@@ -45,6 +47,7 @@ impl State {
             repr: vec![Repr::F32; n],
             bytes: vec![Vec::new(); n],
             stale: vec![false; n],
+            placed: vec![false; n],
             views: true,
             ..Self::default()
         }
@@ -117,7 +120,7 @@ impl Session<'_, '_> {
             let result = match (exec, &int8.layers[id]) {
                 (Exec::Absorbed, _) => Ok(()),
                 (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec)) => {
-                    self.int8_conv(layer, conv, *spec, *output)
+                    self.int8_conv(id, layer, conv, *spec, *output)
                 }
                 (_, Int8Layer::FusedF32(f)) => self.fused_f32(layer, f),
                 (Exec::PassInt8, _) => self.pass_int8(id, layer),
@@ -226,6 +229,7 @@ impl Session<'_, '_> {
 
     fn int8_conv(
         &mut self,
+        id: usize,
         layer: &Layer,
         conv: &Int8Conv,
         spec: InputSpec,
@@ -240,18 +244,38 @@ impl Session<'_, '_> {
             // The input is also the residual's buffer: read it from a copy.
             st.converted.clone_from(&st.bytes[bin]);
         }
+        // When no one looks at this output, codes read only by a Concat go straight to its buffer.
+        let placed = plan
+            .int8
+            .as_ref()
+            .and_then(|p| p.concat_slots[id])
+            .filter(|_| !self.eager && !st.views && matches!(output, Repr::Int { .. }))
+            .and_then(|slot| {
+                let cat = plan.buffer_of[*plan.net.layers[slot.concat].tops.first()?];
+                let plane: usize = plan.shapes[top][2..].iter().product();
+                let len = plan.shapes[cat].iter().product::<usize>();
+                let at = Placement {
+                    image_len: slot.channels * plane,
+                    offset: slot.offset * plane,
+                    then: slot.then,
+                };
+                (cat != bin).then_some((cat, len, at))
+            });
         let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
         // Codes go to the buffer's bytes (which hold the residual of a sum), values to its FP32 array.
-        let mut out = std::mem::take(&mut st.bytes[bout]);
+        let dest = placed.map_or(bout, |(cat, ..)| cat);
+        let mut out = std::mem::take(&mut st.bytes[dest]);
         let x: &[u8] = if converted || bin == bout {
             &st.converted
         } else {
             &st.bytes[bin]
         };
+        st.placed[bout] = placed.is_some();
         let result = match output {
             Repr::Int { .. } => {
-                out.resize(values.len(), 0);
-                convolution_int8(conv, x, dims, Out::Codes(&mut out));
+                out.resize(placed.map_or(values.len(), |(_, len, _)| len), 0);
+                let at = placed.map(|(.., at)| at);
+                convolution_int8(conv, x, dims, Out::Codes(&mut out), at);
                 Ok(())
             }
             Repr::F32 => values
@@ -261,11 +285,11 @@ impl Session<'_, '_> {
                     if let Some(Codes { ty, .. }) = st.codes(bout) {
                         codes::dequantize(&out, Codes { ty, scale: 1.0 }, o);
                     }
-                    convolution_int8(conv, x, dims, Out::F32(o))
+                    convolution_int8(conv, x, dims, Out::F32(o), None)
                 })
                 .ok_or("non-contiguous output"),
         };
-        st.bytes[bout] = out;
+        st.bytes[dest] = out;
         st.stored(bout, output, &mut values, self.eager);
         self.values[bout] = values;
         result.map_err(String::from)
@@ -382,6 +406,7 @@ impl Session<'_, '_> {
                     for &v in &layer.bottoms {
                         let b = plan.buffer_of[v];
                         let len = match st.repr[b] {
+                            _ if st.placed[b] => outer * block(v),
                             Repr::Int { .. } => st.bytes[b].len(),
                             Repr::F32 => values[b].as_slice().map_or(0, <[f32]>::len),
                         };
@@ -403,6 +428,11 @@ impl Session<'_, '_> {
                                 let (b, n) = (plan.buffer_of[v], block(v));
                                 let d = &mut dst[offset..offset + n];
                                 let run = o * n..(o + 1) * n;
+                                offset += n;
+                                if st.placed[b] {
+                                    // Written there by its convolution.
+                                    continue;
+                                }
                                 match st.repr[b] {
                                     Repr::Int { ty: t, scale, .. }
                                         if t == ty && scale == out_scale =>
@@ -418,9 +448,11 @@ impl Session<'_, '_> {
                                         codes::quantize_run(&x[run], to, d);
                                     }
                                 }
-                                offset += n;
                             }
                         });
+                    for &v in &layer.bottoms {
+                        st.placed[plan.buffer_of[v]] = false;
+                    }
                 }
                 _ => return Err("this layer does not pass INT8 through".into()),
             }
