@@ -12,6 +12,8 @@
 
 use std::sync::LazyLock;
 
+use super::requant::RowParams;
+
 /// Rows of a weight panel.
 pub const MR: usize = 8;
 
@@ -40,6 +42,7 @@ impl Isa8 {
             Self::Vnni => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
@@ -220,6 +223,52 @@ pub fn gemm_u8s8(
     }
 }
 
+/// `gemm_u8s8` with each row's sums requantized by `params[row]` straight from the VNNI kernel's
+/// registers into codes: row i's n columns at `out[i·ldo..]` (which hold the residual codes when
+/// there is a sum). False, touching nothing, without VNNI (the caller then requantizes the sums).
+pub fn gemm_u8s8_codes(
+    a: &PackedS8,
+    b: RowsU8,
+    n: usize,
+    params: &[RowParams],
+    (out, ldo): (&mut [u8], usize),
+    s: &mut Scratch8,
+) -> bool {
+    let fits = a.rows == 0 || (ldo >= n && out.len() >= (a.rows - 1) * ldo + n);
+    if a.isa != Isa8::Vnni || !a.isa.available() || b.starts.len() != a.depth || !fits {
+        return false;
+    }
+    if params.len() != a.rows {
+        return false;
+    }
+    let (nr, groups) = (a.isa.nr(), a.groups());
+    let panel_len = groups * MR * 4;
+    for j0 in (0..n).step_by(nr) {
+        let cols = nr.min(n - j0);
+        pack_strip(a.isa, b, j0, cols, groups, s);
+        for r in 0..a.rows.div_ceil(MR) {
+            let rows = MR.min(a.rows - r * MR);
+            let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes, the strip
+            // groups·32·4 bytes; `out` holds rows r·MR..r·MR + rows at columns j0..j0 + cols
+            // (`fits` above), and the kernel writes only those.
+            unsafe {
+                x86::vnni_codes(
+                    groups,
+                    (panel.as_ptr(), s.bytes.as_ptr()),
+                    &params[r * MR..r * MR + rows],
+                    cols,
+                    (out[(r * MR) * ldo + j0..].as_mut_ptr(), ldo),
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (panel, rows);
+        }
+    }
+    true
+}
+
 /// Packs columns j0..j0+cols of `b` by depth group: group q, column j, element e at (q·nr + j)·g + e;
 /// padding (past the depth, past the columns) is zero.
 fn pack_strip(isa: Isa8, b: RowsU8, j0: usize, cols: usize, groups: usize, s: &mut Scratch8) {
@@ -282,6 +331,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::MR;
+    use crate::engine::gemm::requant::RowParams;
+    use crate::engine::gemm::requant::x86::{codes_from_sums, lanes};
 
     /// Interleaves 32 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
     pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {
@@ -304,6 +355,47 @@ mod x86 {
     /// bytes each) and eight 4-byte weight broadcasts, sixteen `vpdpbusd`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn vnni(groups: usize, a: *const i8, b: *const u8, c: *mut i32, ldc: usize) {
+        // SAFETY: as the caller's.
+        let (lo, hi) = unsafe { sums(groups, a, b) };
+        for i in 0..MR {
+            unsafe {
+                _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
+                _mm512_storeu_si512(c.add(i * ldc + 16).cast(), hi[i]);
+            }
+        }
+    }
+
+    /// As `vnni`, with row i's 32 sums requantized by `params[i]` into codes at `out + i·ldo` (the
+    /// first `cols`; the rows past `params.len()` dropped).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn vnni_codes(
+        groups: usize,
+        (a, b): (*const i8, *const u8),
+        params: &[RowParams],
+        cols: usize,
+        (out, ldo): (*mut u8, usize),
+    ) {
+        // SAFETY: as the caller's.
+        let (lo, hi) = unsafe { sums(groups, a, b) };
+        let (m0, m1) = (lanes(0, cols), lanes(16, cols));
+        for (i, p) in params.iter().enumerate().take(MR) {
+            // SAFETY: the caller gives `params.len()` rows of `cols` writable codes at `out`.
+            unsafe {
+                let row = out.add(i * ldo);
+                if m0 != 0 {
+                    codes_from_sums(p, lo[i], row, m0);
+                }
+                if m1 != 0 {
+                    codes_from_sums(p, hi[i], row.add(16), m1);
+                }
+            }
+        }
+    }
+
+    /// The 8 × 32 sums of a panel and a strip, as two halves of 16 columns per row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn sums(groups: usize, a: *const i8, b: *const u8) -> ([__m512i; MR], [__m512i; MR]) {
         let mut lo = [_mm512_setzero_si512(); MR];
         let mut hi = [_mm512_setzero_si512(); MR];
         for q in 0..groups {
@@ -322,12 +414,7 @@ mod x86 {
                 hi[i] = _mm512_dpbusd_epi32(hi[i], b1, av);
             }
         }
-        for i in 0..MR {
-            unsafe {
-                _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
-                _mm512_storeu_si512(c.add(i * ldc + 16).cast(), hi[i]);
-            }
-        }
+        (lo, hi)
     }
 
     /// 8 × 8 with AVX2: per pair of depths, one load of 8 columns × 2 i16 activations and eight

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use crate::engine::quant::IntType;
 
 /// One channel's requantization.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowParams {
     /// Subtracted from every sum (128·Σw for s8 input stored shifted).
     pub comp: i32,
@@ -132,7 +132,7 @@ pub fn quantize(src: &[f32], scale: f32, to: IntType, dst: &mut [u8]) -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::RowParams;
@@ -219,14 +219,7 @@ mod x86 {
 
     /// `((acc − comp) + bias)·factor`, then the sum with `residual(lane)` and the ReLU.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn value(
-        p: &RowParams,
-        acc: *const i32,
-        m: __mmask16,
-        residual: impl Fn() -> __m512,
-    ) -> __m512 {
-        // SAFETY: the caller's mask covers only lanes inside `acc`.
-        let a = unsafe { _mm512_maskz_loadu_epi32(m, acc) };
+    fn value(p: &RowParams, a: __m512i, residual: impl Fn() -> __m512) -> __m512 {
         let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_set1_epi32(p.comp)));
         let mut y = _mm512_mul_ps(
             _mm512_add_ps(t, _mm512_set1_ps(p.bias as f32)),
@@ -248,7 +241,8 @@ mod x86 {
             let m = mask(i, n);
             // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
             unsafe {
-                let y = value(p, acc.add(i), m, || _mm512_maskz_loadu_ps(m, dst.add(i)));
+                let a = _mm512_maskz_loadu_epi32(m, acc.add(i));
+                let y = value(p, a, || _mm512_maskz_loadu_ps(m, dst.add(i)));
                 _mm512_mask_storeu_ps(dst.add(i), m, y);
             }
         }
@@ -260,18 +254,31 @@ mod x86 {
             let m = mask(i, n);
             // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
             unsafe {
-                let mut y = value(p, acc.add(i), m, || load(dst.add(i), p.ty, m));
-                if let Some(f) = p.then {
-                    let (lo, hi, _) = range(p.ty);
-                    let c = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-                    let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        c,
-                    );
-                    y = _mm512_mul_ps(q, _mm512_set1_ps(f));
-                }
-                store(y, p.ty, dst.add(i), m);
+                let a = _mm512_maskz_loadu_epi32(m, acc.add(i));
+                codes_from_sums(p, a, dst.add(i), m);
             }
         }
+    }
+
+    /// Requantizes 16 sums (masked) into the codes at `dst`, which hold the residual on entry when
+    /// there is a sum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn codes_from_sums(p: &RowParams, a: __m512i, dst: *mut u8, m: __mmask16) {
+        // SAFETY: the caller's mask covers only lanes inside `dst`.
+        let mut y = value(p, a, || unsafe { load(dst, p.ty, m) });
+        if let Some(f) = p.then {
+            let (lo, hi, _) = range(p.ty);
+            let c = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+            let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(c);
+            y = _mm512_mul_ps(q, _mm512_set1_ps(f));
+        }
+        // SAFETY: as above.
+        unsafe { store(y, p.ty, dst, m) };
+    }
+
+    /// The 16-lane mask of lanes i.. of n (0 when none).
+    pub fn lanes(i: usize, n: usize) -> __mmask16 {
+        if i >= n { 0 } else { mask(i, n) }
     }
 }
 

@@ -5,12 +5,13 @@
 //! the engine's N×C×H×W order.
 
 use std::cell::RefCell;
+use std::sync::LazyLock;
 
 use rayon::prelude::*;
 
 use super::conv::Geometry;
 use super::phases::PhaseGrid;
-use crate::engine::gemm::int8::{PackedS8, RowsU8, Scratch8, gemm_u8s8};
+use crate::engine::gemm::int8::{Isa8, PackedS8, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_codes};
 use crate::engine::gemm::requant::{self, RowParams};
 use crate::engine::quant::{self, IntType, Requant};
 
@@ -37,6 +38,8 @@ pub struct Int8Conv {
     outputs: usize,
     bias: Vec<i32>,
     requant: Vec<Requant>,
+    /// The same per output channel for the vectorized requantization (the s8 correction included).
+    row_params: Vec<RowParams>,
 }
 
 /// The scales and post-ops of an INT8 convolution.
@@ -99,13 +102,31 @@ impl Int8Conv {
             .zip(p.scale_params)
             .map(|(&b, &s)| quant::quantize_bias(b, p.scale_in, s))
             .collect();
-        let requant = p
+        let requant: Vec<Requant> = p
             .scale_params
             .iter()
             .map(|&s| Requant {
                 factor: quant::output_factor(p.scale_in, s, p.scale_out) * p.own_coeff,
                 sum: p.sum,
                 relu: p.relu,
+            })
+            .collect();
+        let shift = i32::from(p.input.zero_byte());
+        let row_params = requant
+            .iter()
+            .zip(&weight_sums)
+            .zip(&bias)
+            .map(|((r, &ws), &b)| RowParams {
+                comp: shift * ws,
+                bias: b,
+                factor: r.factor,
+                sum: r.sum,
+                relu: r.relu,
+                ty: match p.store {
+                    Store::Int(t) => t,
+                    Store::F32 => IntType::S8,
+                },
+                then: None,
             })
             .collect();
         Ok(Self {
@@ -118,6 +139,7 @@ impl Int8Conv {
             outputs,
             bias,
             requant,
+            row_params,
         })
     }
 }
@@ -133,6 +155,8 @@ const ACC_CHUNK: usize = 150;
 /// scratch.
 #[derive(Debug, Default)]
 struct Buffers {
+    /// Per output channel requantization with a second factor (placed in a Concat).
+    params: Vec<RowParams>,
     image: Vec<u8>,
     starts: Vec<usize>,
     acc: Vec<i32>,
@@ -156,6 +180,17 @@ trait Sink: Copy + Send {
     fn residual(self, ty: IntType) -> f32;
     fn store(y: f32, ty: IntType) -> Self;
 
+    /// Whether `fused` can requantize sums in the product's kernel for this type on this CPU.
+    fn fuses() -> bool {
+        false
+    }
+
+    /// The product with each output channel's sums requantized in the kernel into `dst` (rows of
+    /// the product's columns); false when not available.
+    fn fused(_: &PackedS8, _: RowsU8, _: &[RowParams], _: &mut [Self], _: &mut Scratch8) -> bool {
+        false
+    }
+
     /// The vectorized requantization of a run, when there is one for this type and CPU.
     fn vectorized(_: &RowParams, _: &[i32], _: (usize, usize), _: &mut [Self]) -> bool {
         false
@@ -175,6 +210,21 @@ impl Sink for u8 {
 
     fn vectorized(p: &RowParams, acc: &[i32], rows: (usize, usize), dst: &mut [Self]) -> bool {
         requant::rows_u8(p, acc, rows, dst)
+    }
+
+    fn fuses() -> bool {
+        *FUSES
+    }
+
+    fn fused(
+        w: &PackedS8,
+        x: RowsU8,
+        params: &[RowParams],
+        dst: &mut [Self],
+        s: &mut Scratch8,
+    ) -> bool {
+        let n = dst.len() / params.len().max(1);
+        gemm_u8s8_codes(w, x, n, params, (dst, n), s)
     }
 }
 
@@ -203,6 +253,9 @@ pub struct Placement {
     pub offset: usize,
     pub then: Option<f32>,
 }
+
+/// Whether the packed weights' kernel requantizes in its registers (VNNI).
+static FUSES: LazyLock<bool> = LazyLock::new(|| Isa8::detect() == Isa8::Vnni);
 
 /// Runs the convolution on N×C×H×W input codes `x` (bytes of the convolution's input type) into
 /// `out` (N×M×OH×OW, or placed as `at` says).
@@ -313,6 +366,26 @@ fn image_int8<T: Sink>(
                 }
                 let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
                 requant(gi, &b.acc, (ow, wq), dst);
+            }
+            (None, Some(wg)) if wq == ow && T::fuses() => {
+                // The grid is the output plane: codes straight from the kernel's registers.
+                let rows = RowsU8 {
+                    data,
+                    starts: &b.starts,
+                };
+                let mut params = &conv.row_params[gi * mg..(gi + 1) * mg];
+                if let Some(f) = then {
+                    b.params.clear();
+                    b.params.extend(params.iter().map(|p| RowParams {
+                        then: Some(f),
+                        ..*p
+                    }));
+                    params = &b.params;
+                }
+                let dst = &mut o[gi * mg * ncols..(gi + 1) * mg * ncols];
+                if !T::fused(wg, rows, params, dst, &mut b.gemm) {
+                    unreachable!("an instruction set that fuses the requantization");
+                }
             }
             (None, Some(wg)) => {
                 // Whole grid rows in chunks whose int32 sums (mg × cols) stay within L2, each
