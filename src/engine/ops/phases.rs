@@ -62,12 +62,26 @@ impl PhaseGrid {
                 let dst = base + phase * hq * wq + (x0 + px) / sx;
                 let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
                 if sx == 1 {
-                    line.copy_from_slice(&row[x0..x0 + line.len()]);
+                    copy_short(line, &row[x0..x0 + line.len()]);
                 } else {
                     let taps = row.iter().skip(x0).step_by(sx);
                     line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small images, in fixed-size pieces the compiler
+/// copies inline: a library call per row cost as much as copying it.
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        let b: &[T; 8] = b.try_into().unwrap_or_else(|_| unreachable!());
+        a.copy_from_slice(b);
+    }
+    for (a, &b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = b;
     }
 }
