@@ -1,7 +1,10 @@
 //! Calibration. So far: the settings a calibration runs with (`config`) and the choice of the metric blob
-//! (`metric_blob`), shared by the app's settings panel and the command line.
+//! (`metric_blob`), shared by the app's settings panel and the command line; the statistics of a
+//! tensor over the sampled batches (`stats`) and the scale methods' thresholds (`methods`).
 
 pub mod config;
+pub mod methods;
 pub mod metric_blob;
+pub mod stats;
 
 pub use config::{CalibConfig, ConfigError, ScaleMethod, Setting, TuningStrategy, WeightScaling};
