@@ -130,6 +130,8 @@ pub struct CalibConfig {
     pub unify_concat_scales: bool,
     /// Producers of Concat inputs output FP32 (`-t`).
     pub concat_fp32: bool,
+    /// Every quantized layer's output scale is 255/M, ReLU or not (`-u`).
+    pub unsigned_outputs: bool,
     pub tuning: TuningStrategy,
     /// Worker threads; 0 uses every core.
     pub threads: usize,
@@ -150,6 +152,7 @@ impl Default for CalibConfig {
             int8_inner_product: false,
             unify_concat_scales: false,
             concat_fp32: false,
+            unsigned_outputs: false,
             tuning: TuningStrategy::Ranked,
             threads: 0,
         }

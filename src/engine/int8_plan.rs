@@ -262,7 +262,11 @@ const POINT: Geometry = Geometry {
 };
 
 /// An InnerProduct's weights as outputs × k (transposed when stored k × outputs) and its bias.
-fn ip_weights(l: &Layer, ip: &InnerProduct, k: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+pub(crate) fn ip_weights(
+    l: &Layer,
+    ip: &InnerProduct,
+    k: usize,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
     let blob = |i: usize| -> Result<Vec<f32>, String> {
         l.blobs
             .get(i)
