@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use int8cal::caffe::QuantizationParameter;
 use int8cal::calib::rules::{quantizable, quantization_table, sampled_blobs};
-use int8cal::calib::sample::{sample, without_quantization};
+use int8cal::calib::sample::{Sampling, sample, without_quantization};
+use int8cal::calib::stats::Gather;
 use int8cal::calib::{CalibConfig, ScaleMethod, WeightScaling};
 use int8cal::engine::Plan;
 use int8cal::engine::compile::Compiled;
@@ -105,7 +106,13 @@ fn scales_are_intels_flag_for_flag() {
         let layers = quantizable(&net, &all);
         let blobs = sampled_blobs(&net, &Compiled::new(&net), &layers);
         let mut feed = DataFeed::start(&plan, &dir).unwrap();
-        let stats = sample(&plan, &mut feed, &blobs, all.sampling_iterations).unwrap();
+        let sampling = Sampling {
+            blobs: &blobs,
+            batches: all.sampling_iterations,
+            wants: Gather::ALL,
+            metric: None,
+        };
+        let (stats, _) = sample(&plan, &mut feed, &sampling).unwrap();
         for (label, prototxt, command) in runs(&dir) {
             let Some(cfg) = config(&command) else {
                 continue;

@@ -3,7 +3,15 @@
 //! threshold whose quantization of the histogram has the smallest mean squared error.
 
 use super::config::ScaleMethod;
-use super::stats::TensorStats;
+use super::stats::{Gather, TensorStats};
+
+/// What `method` reads beyond the maxima.
+pub fn gather_for(method: ScaleMethod) -> Gather {
+    Gather {
+        histogram: matches!(method, ScaleMethod::Kl | ScaleMethod::Mse),
+        percentile: method == ScaleMethod::Percentile,
+    }
+}
 
 /// Bins of the histogram KL and MSE read, and KL's target bins (TensorRT's).
 const BINS: usize = 2048;

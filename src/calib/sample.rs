@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::stats::TensorStats;
+use rayon::prelude::*;
+
+use super::stats::{Gather, TensorStats};
 use crate::engine::error::EngineError;
 use crate::engine::session::{Feed, NoObserver};
 use crate::engine::{Plan, Session};
@@ -20,30 +22,61 @@ pub fn without_quantization(net: &Net) -> Net {
     n
 }
 
-/// Runs `batches` FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`) and
-/// gathers the statistics of each named blob. A name the net does not have is an error.
+/// What a sampling pass gathers: the statistics of `blobs` over the first `batches` passes (`wants`:
+/// beyond the maxima), and optionally the mean of a scalar metric value over its first `iterations`
+/// (so that the FP32 evaluation and the sampling are one pass).
+#[derive(Debug, Clone)]
+pub struct Sampling<'a> {
+    pub blobs: &'a [String],
+    pub batches: usize,
+    pub wants: Gather,
+    pub metric: Option<(usize, usize)>,
+}
+
+/// Runs FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`): the
+/// statistics of each named blob and the metric's mean. A name the net does not have is an error.
 pub fn sample(
     plan: &Plan,
     feed: &mut dyn Feed,
-    blobs: &[String],
-    batches: usize,
-) -> Result<BTreeMap<String, TensorStats>, EngineError> {
+    s: &Sampling,
+) -> Result<(BTreeMap<String, TensorStats>, Option<f64>), EngineError> {
     let mut session = Session::new(plan);
-    let mut stats: BTreeMap<String, TensorStats> = blobs
+    let mut stats: BTreeMap<String, TensorStats> = s
+        .blobs
         .iter()
-        .map(|b| (b.clone(), TensorStats::default()))
+        .map(|b| (b.clone(), TensorStats::gathering(s.wants)))
         .collect();
-    for _ in 0..batches {
-        session.forward(feed, &mut NoObserver)?;
-        for (name, s) in &mut stats {
-            let v = session
-                .blob(name)
-                .ok_or_else(|| EngineError::Plan(format!("no blob named \"{name}\" to sample")))?;
-            match v.as_slice() {
-                Some(x) => s.add_batch(x),
-                None => s.add_batch(&v.iter().copied().collect::<Vec<f32>>()),
-            }
-        }
+    if let Some(name) = s.blobs.iter().find(|b| !has_blob(plan, b)) {
+        return Err(EngineError::Plan(format!(
+            "no blob named \"{name}\" to sample"
+        )));
     }
-    Ok(stats)
+    let iterations = s.metric.map_or(0, |(_, i)| i);
+    let mut sum = 0f64;
+    for pass in 0..s.batches.max(iterations) {
+        session.forward(feed, &mut NoObserver)?;
+        if let Some((v, i)) = s.metric
+            && pass < i
+        {
+            sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+        }
+        if pass >= s.batches {
+            continue;
+        }
+        // One tensor per task: the statistics of different blobs are independent.
+        let session = &session;
+        stats.par_iter_mut().for_each(|(name, st)| {
+            if let Some(v) = session.blob(name) {
+                match v.as_slice() {
+                    Some(x) => st.add_batch(x),
+                    None => st.add_batch(&v.iter().copied().collect::<Vec<f32>>()),
+                }
+            }
+        });
+    }
+    Ok((stats, s.metric.map(|_| sum / iterations.max(1) as f64)))
+}
+
+fn has_blob(plan: &Plan, name: &str) -> bool {
+    plan.net.values.iter().any(|v| v.name == name)
 }

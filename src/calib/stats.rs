@@ -30,8 +30,40 @@ pub struct TensorStats {
     range: f32,
     /// Zeros seen before the range was known.
     early_zeros: u64,
-    /// A batch's values, reused for its percentile.
-    scratch: Vec<f32>,
+    wants: Gather,
+}
+
+/// What a tensor's statistics gather beyond the maxima: the histogram (KL, MSE) and the per-batch
+/// percentile (MAXP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gather {
+    pub histogram: bool,
+    pub percentile: bool,
+}
+
+impl Gather {
+    pub const ALL: Self = Self {
+        histogram: true,
+        percentile: true,
+    };
+}
+
+/// An f32 ordered by `total_cmp` (the values are never NaN here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ordered(f32);
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 impl Default for TensorStats {
@@ -47,39 +79,52 @@ impl Default for TensorStats {
             bins: Vec::new(),
             range: 0.0,
             early_zeros: 0,
-            scratch: Vec::new(),
+            wants: Gather::ALL,
         }
     }
 }
 
 impl TensorStats {
+    /// Statistics that gather only what `wants` says beyond the maxima (which every method uses).
+    pub fn gathering(wants: Gather) -> Self {
+        Self {
+            wants,
+            ..Self::default()
+        }
+    }
+
     /// Adds one batch of the tensor.
     pub fn add_batch(&mut self, x: &[f32]) {
-        self.scratch.clear();
-        self.scratch
-            .extend(x.iter().copied().filter(|v| !v.is_nan()));
-        self.nans += (x.len() - self.scratch.len()) as u64;
-        if self.scratch.is_empty() {
+        // Comparisons with NaN are false, so NaNs drop out of the extremes; the loop vectorizes.
+        let (mut mn, mut mx, mut nans) = (f32::INFINITY, f32::NEG_INFINITY, 0u64);
+        for c in x.chunks(4096) {
+            let (a, b, n) = c.iter().fold((mn, mx, 0u32), |(a, b, n), &v| {
+                (
+                    if v < a { v } else { a },
+                    if v > b { v } else { b },
+                    n + u32::from(v.is_nan()),
+                )
+            });
+            (mn, mx, nans) = (a, b, nans + u64::from(n));
+        }
+        self.nans += nans;
+        let n = x.len() - nans as usize;
+        if n == 0 {
             return;
         }
-        let (mn, mx) = self
-            .scratch
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
         let batch_abs = mn.abs().max(mx.abs());
         self.min = self.min.min(mn);
         self.max = self.max.max(mx);
         self.max_abs = self.max_abs.max(batch_abs);
         self.batch_max_abs.push(batch_abs);
-        self.count += self.scratch.len() as u64;
-        self.grow_to(batch_abs);
-        self.bin_scratch();
-        let k =
-            ((self.scratch.len() as f64 * MAXP_PERCENTILE) as usize).min(self.scratch.len() - 1);
-        let (_, &mut p, _) = self.scratch.select_nth_unstable_by(k, f32::total_cmp);
-        self.batch_percentile.push(p);
+        self.count += n as u64;
+        if self.wants.histogram {
+            self.grow_to(batch_abs);
+            self.bin(x, n);
+        }
+        if self.wants.percentile {
+            self.batch_percentile.push(percentile(x, n));
+        }
     }
 
     /// Doubles the histogram's range until it covers `m`, merging bins pairwise.
@@ -109,15 +154,20 @@ impl TensorStats {
         }
     }
 
-    fn bin_scratch(&mut self) {
+    fn bin(&mut self, x: &[f32], n: usize) {
         if self.bins.is_empty() {
-            self.early_zeros += self.scratch.len() as u64;
+            self.early_zeros += n as u64;
             return;
         }
         let scale = FINE_BINS as f64 / (2.0 * f64::from(self.range));
-        for &v in &self.scratch {
-            let i = ((f64::from(v) + f64::from(self.range)) * scale) as usize;
-            self.bins[i.min(FINE_BINS - 1)] += 1;
+        let range = f64::from(self.range);
+        let index = |v: f32| (((f64::from(v) + range) * scale) as usize).min(FINE_BINS - 1);
+        if n == x.len() {
+            x.iter().for_each(|&v| self.bins[index(v)] += 1);
+        } else {
+            x.iter()
+                .filter(|v| !v.is_nan())
+                .for_each(|&v| self.bins[index(v)] += 1);
         }
     }
 
@@ -151,6 +201,28 @@ impl TensorStats {
         }
         Some((out, lo, width))
     }
+}
+
+/// The signed values' element at index floor(n·p) in ascending order (n values besides NaNs): the
+/// smallest of the n − floor(n·p) largest, kept in a small heap (a few hundred of millions of values).
+fn percentile(x: &[f32], n: usize) -> f32 {
+    use std::cmp::Reverse;
+    let k = ((n as f64 * MAXP_PERCENTILE) as usize).min(n - 1);
+    let keep = n - k;
+    let mut top: std::collections::BinaryHeap<Reverse<Ordered>> =
+        std::collections::BinaryHeap::with_capacity(keep + 1);
+    for &v in x.iter().filter(|v| !v.is_nan()) {
+        if top.len() < keep {
+            top.push(Reverse(Ordered(v)));
+        } else if top
+            .peek()
+            .is_some_and(|Reverse(m)| v.total_cmp(&m.0).is_gt())
+        {
+            top.pop();
+            top.push(Reverse(Ordered(v)));
+        }
+    }
+    top.peek().map_or(0.0, |Reverse(m)| m.0)
 }
 
 /// max |w| per output channel (index 0 of the weight shape: `channels` equal runs), or one over the
@@ -209,6 +281,20 @@ mod tests {
         let (h, lo, w) = s.histogram(4).unwrap();
         assert_eq!((lo, w), (2.0, 0.5));
         assert_eq!(h, [1.0, 0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn the_percentile_is_the_sorted_element() {
+        for n in [1usize, 7, 20_001, 100_000] {
+            let mut x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 10007) as f32 - 5000.0) * 0.01)
+                .collect();
+            x.push(f32::NAN);
+            let mut sorted: Vec<f32> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+            sorted.sort_by(f32::total_cmp);
+            let k = ((n as f64 * MAXP_PERCENTILE) as usize).min(n - 1);
+            assert_eq!(percentile(&x, n), sorted[k], "{n}");
+        }
     }
 
     #[test]

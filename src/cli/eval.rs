@@ -76,29 +76,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<_>>()?
     };
     let base = args.files.folder();
-    let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
-    let mut session = Session::new(&plan);
-    session.set_dequantized_views(false);
-    let mut sums = vec![0f64; wanted.len()];
-    let bar = indicatif::ProgressBar::new(args.iterations as u64);
-    super::with_threads(args.threads, || -> anyhow::Result<()> {
-        for _ in 0..args.iterations {
-            session.forward(&mut feed, &mut NoObserver)?;
-            for (s, (_, v)) in sums.iter_mut().zip(&wanted) {
-                *s += f64::from(session.value(*v).iter().next().copied().unwrap_or(0.0));
-            }
-            bar.inc(1);
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
+    let values: Vec<usize> = wanted.iter().map(|(_, v)| *v).collect();
+    let means = mean_outputs(&plan, &base, &values, args.iterations, args.threads)?;
     let means: BTreeMap<String, f64> = wanted
         .iter()
-        .zip(&sums)
-        .map(|((n, _), s)| (n.clone(), s / args.iterations as f64))
+        .zip(means)
+        .map(|((n, _), m)| (n.clone(), m))
         .collect();
-    // The data source is read again from its start for the report.
-    drop(feed);
     if let Some(path) = &args.int8_report {
         let inputs = [Some(&args.files.model), args.files.weights.as_ref()];
         if inputs.into_iter().flatten().any(|i| same_file(i, path)) {
@@ -128,7 +112,35 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The mean of each of the scalar `values` over `iterations` batches of the plan's data (read from
+/// the start of its source), as `caffe test` reports them.
+pub fn mean_outputs(
+    plan: &crate::engine::Plan,
+    base: &std::path::Path,
+    values: &[usize],
+    iterations: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut feed = DataFeed::start(plan, base).map_err(anyhow::Error::msg)?;
+    let mut session = Session::new(plan);
+    session.set_dequantized_views(false);
+    let mut sums = vec![0f64; values.len()];
+    let bar = indicatif::ProgressBar::new(iterations as u64);
+    super::with_threads(threads, || -> anyhow::Result<()> {
+        for _ in 0..iterations {
+            session.forward(&mut feed, &mut NoObserver)?;
+            for (s, v) in sums.iter_mut().zip(values) {
+                *s += f64::from(session.value(*v).iter().next().copied().unwrap_or(0.0));
+            }
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(sums.iter().map(|s| s / iterations as f64).collect())
+}
+
 /// Whether two paths name the same existing file.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }

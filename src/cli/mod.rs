@@ -1,6 +1,7 @@
 //! The command-line client: argument definitions and dispatch to one module per subcommand.
 
 pub mod bench;
+pub mod calibrate;
 pub mod eval;
 pub mod forward;
 pub mod gui;
@@ -30,6 +31,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Time the FP32 forward pass.
     Bench(bench::Args),
+    /// Calibrate a model for INT8 with Intel's calibrator flags and write the quantized prototxt.
+    Calibrate(calibrate::Args),
     /// Open the desktop app (the default when no subcommand is given), on the bundled example unless a
     /// model is given.
     Gui(gui::Args),
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Forward(args)) => forward::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Calibrate(args)) => calibrate::run(&args),
         None => gui::run(gui::Args::default()),
         Some(Command::LmdbSubset { from, to, count }) => {
             let n =
