@@ -41,58 +41,54 @@ static AVX512: LazyLock<bool> = LazyLock::new(|| {
 /// Requantizes `acc` into `dst` (codes of `p.ty`, holding the residual codes on entry when there is
 /// a sum): `dst` rows of `width` from `acc` rows `stride` apart. Returns false, touching nothing, when
 /// this CPU lacks AVX-512.
-pub fn rows_u8(
-    p: &RowParams,
-    acc: &[i32],
-    (width, stride): (usize, usize),
-    dst: &mut [u8],
-) -> bool {
-    if !*AVX512 {
-        return false;
-    }
-    let rows = dst.len().checked_div(width).unwrap_or(0);
-    if rows == 0 {
-        return true;
-    }
-    if stride < width || acc.len() < (rows - 1) * stride + width {
-        // Not the shape described: left to the scalar definition.
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    for (i, d) in dst.chunks_exact_mut(width).enumerate() {
-        // SAFETY: the CPU has AVX-512F/BW/VL (checked above); acc row i holds `width` values (checked
-        // above) and `d` as many bytes; the kernel touches only those (masked tail).
+pub fn rows_u8(p: &RowParams, acc: &[i32], shape: (usize, usize), dst: &mut [u8]) -> bool {
+    rows(acc, shape, dst, |a, d| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F/BW/VL are present (`rows` checked); `a` and `d` hold `d.len()` values and
+        // the kernel touches only those (masked tail).
         unsafe {
-            x86::row_u8(p, acc[i * stride..].as_ptr(), d.as_mut_ptr(), width);
+            x86::row_u8(p, a.as_ptr(), d.as_mut_ptr(), d.len());
         }
-    }
-    true
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, a, d);
+    })
 }
 
 /// As `rows_u8` for an FP32 destination: the requantized values are stored as they are (the sum's
 /// residual is FP32 values in `dst`).
-pub fn rows_f32(
-    p: &RowParams,
+pub fn rows_f32(p: &RowParams, acc: &[i32], shape: (usize, usize), dst: &mut [f32]) -> bool {
+    rows(acc, shape, dst, |a, d| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `rows_u8`.
+        unsafe {
+            x86::row_f32(p, a.as_ptr(), d.as_mut_ptr(), d.len());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, a, d);
+    })
+}
+
+/// Runs `row` on each `dst` row of `width` and its `acc` row (rows `stride` apart), when this CPU
+/// has AVX-512 and the shapes fit (else false, touching nothing).
+fn rows<T>(
     acc: &[i32],
     (width, stride): (usize, usize),
-    dst: &mut [f32],
+    dst: &mut [T],
+    row: impl Fn(&[i32], &mut [T]),
 ) -> bool {
     if !*AVX512 {
         return false;
     }
-    let rows = dst.len().checked_div(width).unwrap_or(0);
-    if rows == 0 {
+    let n = dst.len().checked_div(width).unwrap_or(0);
+    if n == 0 {
         return true;
     }
-    if stride < width || acc.len() < (rows - 1) * stride + width {
+    if stride < width || acc.len() < (n - 1) * stride + width {
+        // Not the shape described: left to the scalar definition.
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
     for (i, d) in dst.chunks_exact_mut(width).enumerate() {
-        // SAFETY: as in `rows_u8`.
-        unsafe {
-            x86::row_f32(p, acc[i * stride..].as_ptr(), d.as_mut_ptr(), width);
-        }
+        row(&acc[i * stride..i * stride + width], d);
     }
     true
 }
