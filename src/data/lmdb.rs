@@ -1,12 +1,46 @@
 //! Read-only access to Caffe's LMDB databases (`data.mdb` in a folder), opened without the lock file so
-//! that read-only checkouts open (nothing writes while we read). heed ties a database handle to its
-//! environment's lifetime, so access is scoped: `with_records` opens, visits and closes.
+//! that read-only checkouts open (nothing writes while we read). Each folder is opened once per process
+//! and shared (heed refuses a second open); `with_records` takes a read transaction, visits, and ends it.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, EnvFlags, EnvOpenOptions};
+use heed::{CommitOrAbort, Env, EnvFlags, EnvOpenOptions};
+
+/// Environments this process opened, by canonical folder. heed refuses a second open of an
+/// environment while the first is alive, and two readers at once are normal (the app reading a data
+/// layer's shapes while a calibration feeds batches; tests in parallel), so every reader shares one,
+/// kept open for the life of the process (the data is read-only; a file rewritten meanwhile keeps its
+/// first size).
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Env>>> = LazyLock::new(Default::default);
+
+fn shared_env(dir: &Path, size: u64) -> Result<Env, heed::Error> {
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(env) = open.get(&key) {
+        return Ok(env.clone());
+    }
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(
+        usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .max(1 << 20)
+            .next_multiple_of(4096),
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: heed marks opening unsafe because an environment must not be opened twice in one process
+    // (every open goes through this cache) nor modified while mapped; we open read-only and nothing
+    // writes to calibration data while the tool reads it.
+    let env = unsafe {
+        opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK)
+            .open(dir)
+    }?;
+    open.insert(key, env.clone());
+    Ok(env)
+}
 
 /// Visits the records in key order until `visit` breaks; returns how many were visited.
 pub fn with_records(
@@ -18,22 +52,7 @@ pub fn with_records(
         .map_err(|e| format!("{}: no LMDB here ({e})", data.display()))?
         .len();
     let fail = |e: heed::Error| format!("{}: {e}", dir.display());
-    let mut opts = EnvOpenOptions::new();
-    opts.map_size(
-        usize::try_from(size)
-            .unwrap_or(usize::MAX)
-            .max(1 << 20)
-            .next_multiple_of(4096),
-    );
-    #[allow(unsafe_code)]
-    // SAFETY: heed marks opening unsafe because an environment must not be opened twice in one process with
-    // conflicting flags nor modified while mapped; we open read-only and nothing writes to calibration data
-    // while the tool reads it.
-    let env = unsafe {
-        opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK)
-            .open(dir)
-    }
-    .map_err(fail)?;
+    let env = shared_env(dir, size).map_err(fail)?;
     let rtxn = env.read_txn().map_err(fail)?;
     let db = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, heed::Error> {
@@ -116,6 +135,20 @@ pub fn write_subset(src: &Path, dst: &Path, n: usize) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_readers_of_one_folder_at_once() {
+        // The bundled example's LMDB, read from inside a visit of itself (heed refuses a second open
+        // of a live environment; the shared one serves both).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/example/data/test_lmdb");
+        let mut inner = 0;
+        let outer = with_records(&dir, |_, _| {
+            inner = with_records(&dir, |_, _| ControlFlow::Break(())).unwrap_or(0);
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!((outer, inner), (1, 1));
+    }
 
     #[test]
     fn subset_keeps_the_first_records_in_order() {
