@@ -240,16 +240,8 @@ fn unify_around_average_pooling(
     compiled: &Compiled,
     table: &mut BTreeMap<String, QuantizationParameter>,
 ) {
-    let passes = |k: &LayerKind| {
-        matches!(
-            k,
-            LayerKind::Activation(Activation::ReLU { .. })
-                | LayerKind::Split
-                | LayerKind::Concat { .. }
-                | LayerKind::Pooling(_)
-                | LayerKind::Eltwise { .. }
-        )
-    };
+    // The layers a walk passes through: INT8-capable ones that are not quantizable.
+    let passes = |k: &LayerKind| int8_capable(k) && !is_quantizable_type(k, true);
     let quantized = |id: LayerId, table: &BTreeMap<String, QuantizationParameter>| {
         table.get(&net.layers[id].name).cloned()
     };

@@ -8,12 +8,12 @@ use super::compile::{Compiled, Fusion, folded_weights};
 use super::error::EngineError;
 use super::gemm::PackedA;
 use super::ops::conv::{self, Geometry};
-use super::ops::conv_int8::{Int8Conv, Int8Params, Store};
+use super::ops::conv_int8::{Int8Conv, Int8Params, Placement, Store};
 use super::precision::{Exec, Precision, Repr};
 use super::quant::IntType;
 use crate::model::layer::{InnerProduct, LayerKind};
 use crate::model::shape::canonical_axis;
-use crate::model::{Layer, LayerId, Net, Shape};
+use crate::model::{Layer, LayerId, Net, Shape, ValueId};
 
 /// The input an INT8 layer reads: codes of this type at this scale (1 with `force_u8_input`: the data
 /// layer already produced u8 units).
@@ -60,12 +60,11 @@ pub struct Int8Plan {
 /// its output's only reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConcatSlot {
-    pub concat: LayerId,
-    /// Channels of the Concat's earlier inputs, and of all its inputs.
-    pub offset: usize,
-    pub channels: usize,
-    /// The Concat's requantization of these codes, `S_concat / S_conv`, when the scales differ.
-    pub then: Option<f32>,
+    /// The Concat's output value (its buffer receives the codes).
+    pub top: ValueId,
+    /// Per image: after the Concat's earlier inputs, requantized by `S_concat / S_conv` when the
+    /// scales differ.
+    pub at: Placement,
 }
 
 impl Int8Plan {
@@ -244,11 +243,15 @@ fn concat_slot(
     {
         return None;
     }
+    let plane: usize = shapes[own][2..].iter().product();
+    let offset: usize = l.bottoms[..position].iter().map(|&b| channels(b)).sum();
     Some(ConcatSlot {
-        concat: *concat,
-        offset: l.bottoms[..position].iter().map(|&b| channels(b)).sum(),
-        channels: channels(out),
-        then: (cscale != scale).then(|| cscale / scale),
+        top: out,
+        at: Placement {
+            image_len: channels(out) * plane,
+            offset: offset * plane,
+            then: (cscale != scale).then(|| cscale / scale),
+        },
     })
 }
 

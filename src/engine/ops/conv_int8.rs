@@ -33,12 +33,9 @@ pub struct Int8Conv {
     groups: Vec<PackedS8>,
     /// A depthwise convolution's weights, kh·kw per channel, for its direct loop.
     depthwise: Option<Vec<i8>>,
-    /// Σ weights per output channel (the correction for s8 input shifted to u8).
-    weight_sums: Vec<i32>,
     outputs: usize,
-    bias: Vec<i32>,
-    requant: Vec<Requant>,
-    /// The same per output channel for the vectorized requantization (the s8 correction included).
+    /// Per output channel: the s32 bias, the s8 correction (128·Σw for s8 input shifted to u8), the
+    /// output factor, sum and ReLU, and the stored type.
     row_params: Vec<RowParams>,
 }
 
@@ -83,9 +80,25 @@ impl Int8Conv {
             .flat_map(|(w, &s)| w.iter().map(move |&v| quant::quantize_weight(v, s)))
             .collect();
         let mg = outputs / geometry.group;
-        let weight_sums = q
+        // An s8 input shifted by +128 subtracts 128·Σw per output channel.
+        let shift = i32::from(p.input.zero_byte());
+        let ty = match p.store {
+            Store::Int(t) => t,
+            Store::F32 => IntType::S8,
+        };
+        let row_params = q
             .chunks(k.max(1))
-            .map(|w| w.iter().map(|&v| i32::from(v)).sum())
+            .zip(bias)
+            .zip(p.scale_params)
+            .map(|((w, &b), &s)| RowParams {
+                comp: shift * w.iter().map(|&v| i32::from(v)).sum::<i32>(),
+                bias: quant::quantize_bias(b, p.scale_in, s),
+                factor: quant::output_factor(p.scale_in, s, p.scale_out) * p.own_coeff,
+                sum: p.sum,
+                relu: p.relu,
+                ty,
+                then: None,
+            })
             .collect();
         let (groups, depthwise) = if geometry.is_depthwise(channels, outputs) {
             (Vec::new(), Some(q))
@@ -97,48 +110,13 @@ impl Int8Conv {
                 .collect();
             (packed, None)
         };
-        let bias = bias
-            .iter()
-            .zip(p.scale_params)
-            .map(|(&b, &s)| quant::quantize_bias(b, p.scale_in, s))
-            .collect();
-        let requant: Vec<Requant> = p
-            .scale_params
-            .iter()
-            .map(|&s| Requant {
-                factor: quant::output_factor(p.scale_in, s, p.scale_out) * p.own_coeff,
-                sum: p.sum,
-                relu: p.relu,
-            })
-            .collect();
-        let shift = i32::from(p.input.zero_byte());
-        let row_params = requant
-            .iter()
-            .zip(&weight_sums)
-            .zip(&bias)
-            .map(|((r, &ws), &b)| RowParams {
-                comp: shift * ws,
-                bias: b,
-                factor: r.factor,
-                sum: r.sum,
-                relu: r.relu,
-                ty: match p.store {
-                    Store::Int(t) => t,
-                    Store::F32 => IntType::S8,
-                },
-                then: None,
-            })
-            .collect();
         Ok(Self {
             geometry,
             input: p.input,
             store: p.store,
             groups,
             depthwise,
-            weight_sums,
             outputs,
-            bias,
-            requant,
             row_params,
         })
     }
@@ -323,10 +301,6 @@ fn image_int8<T: Sink>(
     let len = if direct { h * w } else { len };
     let mg = conv.outputs / g.group;
     let taps = g.kernel[0] * g.kernel[1];
-    let store_ty = match conv.store {
-        Store::Int(t) => t,
-        Store::F32 => IntType::S8,
-    };
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
         if !direct {
@@ -346,11 +320,16 @@ fn image_int8<T: Sink>(
             }
         }
         let ncols = (oh - 1) * wq + ow;
-        let requant = |oc: usize, acc: &[i32], rows: (usize, usize), dst: &mut [T]| {
-            let comp = i32::from(shift) * conv.weight_sums[oc];
-            let r = &conv.requant[oc];
-            requantize_rows(r, acc, rows, (comp, conv.bias[oc]), (store_ty, then), dst);
-        };
+        // This group's output channels, with the Concat's second rounding when placed in one.
+        let mut params = &conv.row_params[gi * mg..(gi + 1) * mg];
+        if let Some(f) = then {
+            b.params.clear();
+            b.params.extend(params.iter().map(|p| RowParams {
+                then: Some(f),
+                ..*p
+            }));
+            params = &b.params;
+        }
         match (&conv.depthwise, conv.groups.get(gi)) {
             // One channel, one filter: each tap is one integer multiply-add over the phase grid.
             (Some(dw), _) => {
@@ -365,7 +344,7 @@ fn image_int8<T: Sink>(
                         .for_each(|(a, &x)| *a += wv * i32::from(x));
                 }
                 let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
-                requant(gi, &b.acc, (ow, wq), dst);
+                requantize_rows(&params[0], &b.acc, (ow, wq), dst);
             }
             (None, Some(wg)) if wq == ow && T::fuses() => {
                 // The grid is the output plane: codes straight from the kernel's registers.
@@ -373,15 +352,6 @@ fn image_int8<T: Sink>(
                     data,
                     starts: &b.starts,
                 };
-                let mut params = &conv.row_params[gi * mg..(gi + 1) * mg];
-                if let Some(f) = then {
-                    b.params.clear();
-                    b.params.extend(params.iter().map(|p| RowParams {
-                        then: Some(f),
-                        ..*p
-                    }));
-                    params = &b.params;
-                }
                 let dst = &mut o[gi * mg * ncols..(gi + 1) * mg * ncols];
                 if !T::fused(wg, rows, params, dst, &mut b.gemm) {
                     unreachable!("an instruction set that fuses the requantization");
@@ -401,10 +371,9 @@ fn image_int8<T: Sink>(
                     b.acc.clear();
                     b.acc.resize(mg * cols, 0);
                     gemm_u8s8(wg, rows, cols, (&mut b.acc, cols), &mut b.gemm);
-                    for (i, acc) in b.acc.chunks(cols).enumerate() {
-                        let oc = gi * mg + i;
-                        let at = (oc * oh + y0) * ow;
-                        requant(oc, acc, (ow, wq), &mut o[at..at + rows_here * ow]);
+                    for (i, (acc, p)) in b.acc.chunks(cols).zip(params).enumerate() {
+                        let at = ((gi * mg + i) * oh + y0) * ow;
+                        requantize_rows(p, acc, (ow, wq), &mut o[at..at + rows_here * ow]);
                     }
                 }
             }
@@ -417,41 +386,37 @@ fn image_int8<T: Sink>(
 /// grid's extra columns dropped). `dst` holds the residual on entry (when there is a sum post-op).
 /// The loop without a sum post-op has no calls or branches the compiler cannot vectorize.
 fn requantize_rows<T: Sink>(
-    r: &Requant,
+    p: &RowParams,
     acc: &[i32],
     (width, stride): (usize, usize),
-    (comp, bias): (i32, i32),
-    (ty, then): (IntType, Option<f32>),
     dst: &mut [T],
 ) {
-    let p = RowParams {
-        comp,
-        bias,
-        factor: r.factor,
-        sum: r.sum,
-        relu: r.relu,
-        ty,
-        then,
-    };
-    if T::vectorized(&p, acc, (width, stride), dst) {
+    if T::vectorized(p, acc, (width, stride), dst) {
         return;
     }
-    let twice = |y: f32| then.map_or(y, |f| quant::round_saturate(y, ty) as f32 * f);
+    let r = Requant {
+        factor: p.factor,
+        sum: p.sum,
+        relu: p.relu,
+    };
+    let twice = |y: f32| {
+        p.then
+            .map_or(y, |f| quant::round_saturate(y, p.ty) as f32 * f)
+    };
     for (dst, acc) in dst.chunks_mut(width).zip(acc.chunks(stride)) {
         if r.sum.is_none() {
-            let slope = r.relu;
             for (d, &a) in dst.iter_mut().zip(acc) {
-                let mut y = ((a - comp) as f32 + bias as f32) * r.factor;
-                if let Some(s) = slope
+                let mut y = ((a - p.comp) as f32 + p.bias as f32) * r.factor;
+                if let Some(s) = r.relu
                     && y < 0.0
                 {
                     y *= s;
                 }
-                *d = T::store(twice(y), ty);
+                *d = T::store(twice(y), p.ty);
             }
         } else {
             for (d, &a) in dst.iter_mut().zip(acc) {
-                *d = T::store(twice(r.apply(a - comp, bias, d.residual(ty))), ty);
+                *d = T::store(twice(r.apply(a - p.comp, p.bias, d.residual(p.ty))), p.ty);
             }
         }
     }

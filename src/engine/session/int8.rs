@@ -13,7 +13,7 @@ use crate::engine::error::EngineError;
 use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer};
 use crate::engine::ops::codes::{self, Codes};
 use crate::engine::ops::conv::{self, Filter};
-use crate::engine::ops::conv_int8::{Int8Conv, Out, Placement, convolution_int8};
+use crate::engine::ops::conv_int8::{Int8Conv, Out, convolution_int8};
 use crate::engine::ops::pool;
 use crate::engine::ops::post::Post;
 use crate::engine::plan::{Plan, Prepared};
@@ -250,16 +250,14 @@ impl Session<'_, '_> {
             .as_ref()
             .and_then(|p| p.concat_slots[id])
             .filter(|_| !self.eager && !st.views && matches!(output, Repr::Int { .. }))
-            .and_then(|slot| {
-                let cat = plan.buffer_of[*plan.net.layers[slot.concat].tops.first()?];
-                let plane: usize = plan.shapes[top][2..].iter().product();
-                let len = plan.shapes[cat].iter().product::<usize>();
-                let at = Placement {
-                    image_len: slot.channels * plane,
-                    offset: slot.offset * plane,
-                    then: slot.then,
-                };
-                (cat != bin).then_some((cat, len, at))
+            .map(|slot| (plan.buffer_of[slot.top], slot))
+            .filter(|&(cat, _)| cat != bin)
+            .map(|(cat, slot)| {
+                (
+                    cat,
+                    plan.shapes[slot.top].iter().product::<usize>(),
+                    slot.at,
+                )
             });
         let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
         // Codes go to the buffer's bytes (which hold the residual of a sum), values to its FP32 array.
