@@ -111,8 +111,9 @@ fn scales_are_intels_flag_for_flag() {
             batches: all.sampling_iterations,
             wants: Gather::ALL,
             metric: None,
+            last_only: false,
         };
-        let (stats, _) = sample(&plan, &mut feed, &sampling).unwrap();
+        let (stats, _) = sample(&plan, &mut feed, &sampling, &mut |_, _| Ok(())).unwrap();
         for (label, prototxt, command) in runs(&dir) {
             let Some(cfg) = config(&command) else {
                 continue;
@@ -122,7 +123,7 @@ fn scales_are_intels_flag_for_flag() {
             } else {
                 0.02
             };
-            let ours = quantization_table(&net, &stats, &cfg).unwrap();
+            let ours = quantization_table(&net, &stats, &cfg, &Default::default()).unwrap();
             let want = intel_table(&prototxt);
             let at = format!("{name}/{label}");
             assert_eq!(

@@ -132,6 +132,12 @@ pub struct CalibConfig {
     pub concat_fp32: bool,
     /// Every quantized layer's output scale is 255/M, ReLU or not (`-u`).
     pub unsigned_outputs: bool,
+    /// Statistics from the last of the `-s` batches only (`-ss`).
+    pub sampling_single: bool,
+    /// Skip the FP32-output rule of §2.10 (`-uff`).
+    pub disable_force_fp32: bool,
+    /// Skip the scale unification around AVE pooling of §2.11 (`-ucac`).
+    pub disable_cac_unify: bool,
     pub tuning: TuningStrategy,
     /// Worker threads; 0 uses every core.
     pub threads: usize,
@@ -153,6 +159,9 @@ impl Default for CalibConfig {
             unify_concat_scales: false,
             concat_fp32: false,
             unsigned_outputs: false,
+            sampling_single: false,
+            disable_force_fp32: false,
+            disable_cac_unify: false,
             tuning: TuningStrategy::Ranked,
             threads: 0,
         }

@@ -1,13 +1,20 @@
-//! Calibration. So far: the settings a calibration runs with (`config`) and the choice of the metric blob
-//! (`metric_blob`), shared by the app's settings panel and the command line; the statistics of a
-//! tensor over the sampled batches (`stats`, gathered by `sample`), the scale methods' thresholds
-//! (`methods`) and Intel's rules from them to `quantization_param` blocks (`rules`).
+//! Calibration: the settings (`config`) and metric blob (`metric_blob`) shared by the app and the
+//! command line; the FP32 pass (`sample`) gathering each tensor's statistics (`stats`) over batches it
+//! keeps in memory (`batches`); the scale methods (`methods`) and Intel's rules (`rules`) from them to
+//! `quantization_param` blocks; the tuning loop (`tune`) on real measurements (`measure`); the whole
+//! run with its events and cancel flag (`run`, `events`) and its report (`report`).
 
+pub mod batches;
 pub mod config;
+pub mod events;
+pub mod measure;
 pub mod methods;
 pub mod metric_blob;
+pub mod report;
 pub mod rules;
+pub mod run;
 pub mod sample;
 pub mod stats;
+pub mod tune;
 
 pub use config::{CalibConfig, ConfigError, ScaleMethod, Setting, TuningStrategy, WeightScaling};

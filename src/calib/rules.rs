@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::config::{CalibConfig, WeightScaling};
+use serde::Serialize;
+
+use super::config::{CalibConfig, ScaleMethod, WeightScaling};
 use super::methods::threshold;
 use super::stats::{TensorStats, weight_maxima};
 use crate::caffe::QuantizationParameter;
@@ -137,14 +139,27 @@ fn input_is_unsigned(
     true
 }
 
+/// What tuning (or the user) changed on top of the configuration: layers kept FP32, blobs whose
+/// threshold another method gives, layers with per-channel weight scales whatever `-c` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Choices {
+    pub fp32: BTreeSet<String>,
+    pub methods: BTreeMap<String, ScaleMethod>,
+    pub per_channel: BTreeSet<String>,
+}
+
 /// The `quantization_param` of every quantized layer, by name, from the sampled statistics.
 pub fn quantization_table(
     net: &Net,
     stats: &BTreeMap<String, TensorStats>,
     cfg: &CalibConfig,
+    choices: &Choices,
 ) -> Result<BTreeMap<String, QuantizationParameter>, String> {
     let compiled = Compiled::new(net);
-    let layers = quantizable(net, cfg);
+    let layers: Vec<LayerId> = quantizable(net, cfg)
+        .into_iter()
+        .filter(|&id| !choices.fp32.contains(&net.layers[id].name))
+        .collect();
     // R: convolutions fused with a zero-slope ReLU.
     let relu_fused: BTreeSet<LayerId> = (0..net.layers.len())
         .filter(|&id| matches!(net.layers[id].kind, LayerKind::Convolution(_)))
@@ -158,7 +173,10 @@ pub fn quantization_table(
     let m = |name: &str, unsigned: bool| -> Result<f32, String> {
         stats
             .get(name)
-            .map(|s| threshold(cfg.scale_method, s, unsigned))
+            .map(|s| {
+                let method = choices.methods.get(name).copied();
+                threshold(method.unwrap_or(cfg.scale_method), s, unsigned)
+            })
             .ok_or_else(|| format!("blob \"{name}\" was not sampled"))
     };
     let mut table = BTreeMap::new();
@@ -192,7 +210,8 @@ pub fn quantization_table(
             }
             _ => return Err(err("not quantizable".into())),
         };
-        let per_channel = cfg.weight_scaling == WeightScaling::Multiple;
+        let per_channel =
+            cfg.weight_scaling == WeightScaling::Multiple || choices.per_channel.contains(&l.name);
         let params = weight_maxima(&w, outputs, per_channel)
             .into_iter()
             .map(|mw| scale(127.0, mw))
@@ -211,9 +230,84 @@ pub fn quantization_table(
             },
         );
     }
-    force_fp32_outputs(net, &compiled, &layers, &mut table);
-    unify_around_average_pooling(net, &compiled, &mut table);
+    if cfg.unify_concat_scales || cfg.concat_fp32 {
+        concat_producers(net, &compiled, cfg.unify_concat_scales, &mut table);
+    }
+    if !cfg.disable_force_fp32 {
+        force_fp32_outputs(net, &compiled, &layers, &mut table);
+    }
+    if !cfg.disable_cac_unify {
+        unify_around_average_pooling(net, &compiled, &mut table);
+    }
     Ok(table)
+}
+
+/// §2.9, Concats in reverse file order: with `-f` the nearest upstream convolutions (walking through
+/// INT8-capable types, a Concat ending the walk) share their smallest `scale_out`; with `-t` alone
+/// they output FP32. Unlike Intel's tool, an unquantized producer is left alone instead of crashing.
+fn concat_producers(
+    net: &Net,
+    compiled: &Compiled,
+    unify: bool,
+    table: &mut BTreeMap<String, QuantizationParameter>,
+) {
+    for (id, l) in net.layers.iter().enumerate().rev() {
+        if !matches!(l.kind, LayerKind::Concat { .. })
+            || matches!(compiled.roles[id], Role::Absorbed(_))
+        {
+            continue;
+        }
+        let convs = upstream_convolutions(net, compiled, id);
+        let quantized: Vec<&String> = convs
+            .iter()
+            .map(|&c| &net.layers[c].name)
+            .filter(|n| table.contains_key(*n))
+            .collect();
+        if unify {
+            let widest = quantized
+                .iter()
+                .filter_map(|n| table[*n].scale_out.first().copied())
+                .fold(f32::INFINITY, f32::min);
+            for n in &quantized {
+                if let Some(q) = table.get_mut(*n)
+                    && let Some(s) = q.scale_out.first_mut()
+                {
+                    *s = widest;
+                }
+            }
+        } else {
+            for n in &quantized {
+                if let Some(q) = table.get_mut(*n) {
+                    q.bw_layer_out = Some(32);
+                    q.scale_out = vec![1.0];
+                }
+            }
+        }
+    }
+}
+
+/// The nearest Convolutions above a Concat, walking producers through INT8-capable types (1.1.3+: a
+/// Concat on the way contributes nothing).
+fn upstream_convolutions(net: &Net, compiled: &Compiled, concat: LayerId) -> Vec<LayerId> {
+    let mut found = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut frontier = vec![concat];
+    while let Some(at) = frontier.pop() {
+        for b in bottoms(net, compiled, at) {
+            for p in producers(net, compiled, &net.values[b].name, at) {
+                let k = &net.layers[p].kind;
+                if matches!(k, LayerKind::Convolution(_)) {
+                    found.insert(p);
+                } else if int8_capable(k)
+                    && !matches!(k, LayerKind::Concat { .. })
+                    && seen.insert(p)
+                {
+                    frontier.push(p);
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// The compiled net's layers (absorbed ones aside) after `after` that read a value named `name`.

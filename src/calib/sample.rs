@@ -31,14 +31,19 @@ pub struct Sampling<'a> {
     pub batches: usize,
     pub wants: Gather,
     pub metric: Option<(usize, usize)>,
+    /// Only the last of the `batches` passes is recorded (`-ss`).
+    pub last_only: bool,
 }
 
 /// Runs FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`): the
 /// statistics of each named blob and the metric's mean. A name the net does not have is an error.
+/// `after_pass` sees each finished pass's number and the total, and stops the run with an error
+/// (e.g. `Cancelled`).
 pub fn sample(
     plan: &Plan,
     feed: &mut dyn Feed,
     s: &Sampling,
+    after_pass: &mut dyn FnMut(usize, usize) -> Result<(), EngineError>,
 ) -> Result<(BTreeMap<String, TensorStats>, Option<f64>), EngineError> {
     let mut session = Session::new(plan);
     let mut stats: BTreeMap<String, TensorStats> = s
@@ -53,14 +58,16 @@ pub fn sample(
     }
     let iterations = s.metric.map_or(0, |(_, i)| i);
     let mut sum = 0f64;
-    for pass in 0..s.batches.max(iterations) {
+    let passes = s.batches.max(iterations);
+    for pass in 0..passes {
         session.forward(feed, &mut NoObserver)?;
         if let Some((v, i)) = s.metric
             && pass < i
         {
             sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
         }
-        if pass >= s.batches {
+        if pass >= s.batches || (s.last_only && pass + 1 < s.batches) {
+            after_pass(pass + 1, passes)?;
             continue;
         }
         // One tensor per task: the statistics of different blobs are independent.
@@ -73,6 +80,7 @@ pub fn sample(
                 }
             }
         });
+        after_pass(pass + 1, passes)?;
     }
     Ok((stats, s.metric.map(|_| sum / iterations.max(1) as f64)))
 }

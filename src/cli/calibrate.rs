@@ -1,24 +1,18 @@
 //! `int8cal calibrate`: Intel's calibrator flags (spec §1.1; the multi-letter single-dash ones such as
-//! `-1st` are accepted as Intel spells them), sampling on the compiled FP32 net, Intel 1.1.6's rules,
-//! the quantized prototxt written atomically, and the FP32 and INT8 accuracy measured over `-i`
-//! batches. So far the tuning is `--tuning none` (measure once, as Intel 1.1.2+); the other strategies,
-//! `-f`, `-t`, `-fu` and detection mode are refused with a message until they exist.
+//! `-1st` are accepted as Intel spells them) mapped onto a `calib::run::Calibration`, its progress on
+//! stderr, the FP32 metric, each tuning step and the final INT8 metric on stdout, and the report.
+//! `-fu` and detection mode are refused with a message until they exist.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::ModelArgs;
-use crate::calib::methods::gather_for;
-use crate::calib::metric_blob::MetricBlobs;
-use crate::calib::rules::{quantizable, quantization_table, sampled_blobs};
-use crate::calib::sample::{Sampling, sample, without_quantization};
+use crate::calib::events::{Event, Stage};
+use crate::calib::run::{CalibError, Calibration};
+use crate::calib::tune::{Action, Step};
 use crate::calib::{CalibConfig, ScaleMethod, TuningStrategy, WeightScaling};
-use crate::data::shapes::data_tops;
-use crate::engine::Plan;
-use crate::engine::compile::Compiled;
-use crate::engine::feed::DataFeed;
-use crate::model::Model;
-use crate::model::export::QuantTable;
+use crate::model::export::write_atomic;
 
 /// Intel's multi-letter single-dash flags and the long forms clap reads.
 pub const INTEL_FLAGS: &[(&str, &str)] = &[
@@ -26,6 +20,10 @@ pub const INTEL_FLAGS: &[(&str, &str)] = &[
     ("-fc", "--fc_int8"),
     ("-fu", "--first_conv_force_u8"),
     ("-clx", "--is_clx"),
+    ("-ss", "--sampling_single"),
+    ("-uff", "--disable_force_fp32"),
+    ("-ucac", "--disable_cac_unify"),
+    ("-wi", "--conv_algo"),
 ];
 
 /// Rewrites Intel's multi-letter single-dash flags into their long forms.
@@ -86,12 +84,45 @@ pub struct Args {
     /// With `-fu`: keep the first convolution's weight scales (`-clx`).
     #[arg(long = "is_clx")]
     pub clx: bool,
+    /// Statistics from the last of the `-s` batches only (`-ss`).
+    #[arg(long = "sampling_single")]
+    pub sampling_single: bool,
+    /// Skip Intel 1.1.6's FP32-output rule (`-uff`).
+    #[arg(long = "disable_force_fp32")]
+    pub disable_force_fp32: bool,
+    /// Skip the scale unification around AVE pooling (`-ucac`).
+    #[arg(long = "disable_cac_unify")]
+    pub disable_cac_unify: bool,
+    /// Only write the quantized prototxt: no accuracy runs, no tuning, no metric blob needed.
+    #[arg(short = 'q', long = "quantize_model")]
+    pub quantize_model: bool,
+    /// Write `<model stem>_dummy.prototxt` (every convolution but the first at scale 1) and exit.
+    #[arg(short = 'p', long = "performance_model")]
+    pub performance_model: bool,
+    /// Intel's Caffe build folder: accepted and ignored (int8cal runs the nets itself).
+    #[arg(short = 'r', long = "root")]
+    pub root: Option<PathBuf>,
+    /// Intel's Winograd-aware statistics (`-wi`): refused, it crashes in every Intel version.
+    #[arg(long = "conv_algo")]
+    pub conv_algo: bool,
     /// How an accuracy loss above `-l` is repaired: ranked, positional or none.
     #[arg(long, default_value = "ranked", value_parser = ["ranked", "positional", "none"])]
     pub tuning: String,
+    /// Tuning steps at most after the first INT8 measurement (the best configuration found is kept).
+    #[arg(long, default_value_t = 50)]
+    pub max_steps: usize,
+    /// Seconds tuning may take at most (default: no limit).
+    #[arg(long)]
+    pub time_budget: Option<f64>,
+    /// Keep these layers FP32 (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub pin: Vec<String>,
     /// The quantized prototxt to write (default: `<model stem>_quantized.prototxt` beside the model).
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// Write the JSON report here (settings, inputs' SHA-256, steps, per-layer scales and SQNR).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -134,120 +165,223 @@ impl Args {
             unify_concat_scales: self.unify_concat_scales,
             concat_fp32: self.concat_fp32,
             unsigned_outputs: self.unsigned_range,
+            sampling_single: self.sampling_single,
+            disable_force_fp32: self.disable_force_fp32,
+            disable_cac_unify: self.disable_cac_unify,
             tuning,
             threads: self.threads.unwrap_or(0),
         };
-        let missing = [
-            (
-                cfg.tuning != TuningStrategy::None,
-                "--tuning ranked/positional",
-            ),
-            (cfg.unify_concat_scales, "-f"),
-            (cfg.concat_fp32, "-t"),
-            (cfg.first_conv_force_u8, "-fu"),
-            (cfg.detection, "-d 1"),
-        ];
-        if let Some((_, what)) = missing.iter().find(|(on, _)| *on) {
+        if self.conv_algo {
             anyhow::bail!(
-                "{what} is not implemented yet; this version calibrates with --tuning none"
+                "-wi (Winograd-aware statistics) is refused: Intel's tool crashes with it in every version, so there is no behaviour to reproduce"
             );
+        }
+        let missing = [(cfg.first_conv_force_u8, "-fu"), (cfg.detection, "-d 1")];
+        if let Some((_, what)) = missing.iter().find(|(on, _)| *on) {
+            anyhow::bail!("{what} is not implemented yet");
         }
         Ok(cfg)
     }
+
+    fn calibration(&self) -> anyhow::Result<Calibration> {
+        let Some(weights) = self.files.weights.clone() else {
+            anyhow::bail!("-w: calibration needs the trained weights");
+        };
+        let mut c = Calibration::new(self.files.model.clone(), weights, self.config()?);
+        c.output = self.output.clone();
+        c.max_steps = self.max_steps;
+        c.time_budget = match self.time_budget {
+            Some(s) if !(s.is_finite() && s > 0.0) => {
+                anyhow::bail!("--time-budget {s}: give a positive number of seconds")
+            }
+            s => s.map(Duration::from_secs_f64),
+        };
+        c.pinned = self.pin.clone();
+        c.quantize_only = self.quantize_model;
+        c.layer_sqnr = self.report.is_some();
+        Ok(c)
+    }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let cfg = args.config()?;
-    let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
-    let metric_blobs = MetricBlobs::of(&model.net);
-    cfg.validate(&metric_blobs.names())?;
-    if args.files.weights.is_none() {
-        anyhow::bail!("-w: calibration needs the trained weights");
+/// What a step did, in a few words.
+fn describe(s: &Step) -> String {
+    let layer = s.layer.as_deref().unwrap_or("");
+    match &s.action {
+        Action::Calibrate => "as calibrated".to_string(),
+        Action::Rescale {
+            method,
+            per_channel,
+        } => format!(
+            "{layer}: {}{} input threshold{}",
+            method.label(),
+            if *per_channel {
+                " + per-channel weights,"
+            } else {
+                ""
+            },
+            s.sqnr_db
+                .map(|(a, b)| format!(" (SQNR {a:.1} -> {b:.1} dB)"))
+                .unwrap_or_default()
+        ),
+        Action::Revert => format!("{layer}: back to FP32"),
     }
-    let out = args.output.clone().unwrap_or_else(|| {
-        let stem = args
-            .files
-            .model
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy();
-        args.files
-            .folder()
-            .join(format!("{stem}_quantized.prototxt"))
-    });
-    let inputs = [Some(&args.files.model), args.files.weights.as_ref()];
-    if inputs
-        .into_iter()
-        .flatten()
-        .any(|i| super::eval::same_file(i, &out))
-    {
-        anyhow::bail!(
-            "{}: the output would overwrite an input file",
-            out.display()
-        );
-    }
-    let blob = match cfg.blob_name.as_str() {
-        "" => metric_blobs
-            .default_blob(false)
-            .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("the net has no Accuracy layer; give -n"))?,
-        b => b.to_string(),
-    };
-    let net = without_quantization(&model.net);
-    let base = args.files.folder();
-    let metric_value = |n: &crate::model::Net| -> anyhow::Result<usize> {
-        (0..n.values.len())
-            .rev()
-            .find(|&v| n.values[v].name == blob)
-            .ok_or_else(|| anyhow::anyhow!("no blob named {blob}"))
-    };
-    // One FP32 pass over the compiled net: the statistics and the FP32 metric.
-    let (table, fp32) = super::with_threads(args.threads, || -> anyhow::Result<_> {
-        let plan = Plan::new_int8(&net, None)?;
-        let layers = quantizable(&net, &cfg);
-        if layers.is_empty() {
-            anyhow::bail!(
-                "nothing to quantize: the net has no Convolution (or InnerProduct with -fc) past the first"
-            );
+}
+
+/// Shows events on the terminal: a progress bar per stage, a line per tuning step and warning.
+struct Terminal {
+    bar: Option<indicatif::ProgressBar>,
+    blob: String,
+}
+
+impl Terminal {
+    fn show(&mut self, e: Event) {
+        match e {
+            Event::Stage(stage) => {
+                self.finish_bar();
+                let what = match stage {
+                    Stage::Sampling => "FP32 pass (statistics, FP32 metric)".to_string(),
+                    Stage::Int8Eval => "INT8 evaluation".to_string(),
+                    Stage::Tuning(k) => format!("tuning step {k}"),
+                };
+                let bar = indicatif::ProgressBar::new(0).with_message(what);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{msg:40} [{bar:30}] {pos}/{len} ETA {eta}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                self.bar = Some(bar);
+            }
+            Event::Progress { done, total } => {
+                if let Some(b) = &self.bar {
+                    b.set_length(total as u64);
+                    b.set_position(done as u64);
+                }
+            }
+            Event::Step(s) => {
+                self.finish_bar();
+                println!(
+                    "step {:2}: {:<60} {}: {:.4}{}",
+                    s.step,
+                    describe(&s),
+                    self.blob,
+                    s.accuracy,
+                    if s.kept { "" } else { " (undone)" }
+                );
+            }
+            Event::Warning(w) => {
+                self.finish_bar();
+                eprintln!("warning: {w}");
+            }
+            Event::Fp32Metric(v) => {
+                self.finish_bar();
+                println!("{}: FP32 {v:.4}", self.blob);
+            }
+            Event::LayerStats(_) | Event::Scale(_) | Event::Finished { .. } => {}
         }
-        let blobs = sampled_blobs(&net, &Compiled::new(&net), &layers);
-        let mut feed = DataFeed::start(&plan, &base).map_err(anyhow::Error::msg)?;
-        let sampling = Sampling {
-            blobs: &blobs,
-            batches: cfg.sampling_iterations,
-            wants: gather_for(cfg.scale_method),
-            metric: Some((metric_value(&net)?, cfg.iterations)),
-        };
-        let (stats, fp32) = sample(&plan, &mut feed, &sampling)?;
-        let table = quantization_table(&net, &stats, &cfg).map_err(anyhow::Error::msg)?;
-        Ok((table, fp32.unwrap_or(0.0)))
-    })?;
-    // Every layer: the new block, or none (a block the input file had is removed).
-    let full: QuantTable = model
+    }
+
+    fn finish_bar(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Exit code when the file is written but the tolerance was not met.
+pub const TOLERANCE_NOT_MET: u8 = 3;
+
+/// `-p`: every Convolution but the first at bit widths 8 and scale 1, for timing only (§2.14).
+fn performance_model(args: &Args) -> anyhow::Result<ExitCode> {
+    let model =
+        crate::model::Model::load(&args.files.model, None, &crate::data::shapes::data_tops)?;
+    let one = crate::caffe::QuantizationParameter {
+        bw_layer_in: Some(8),
+        bw_layer_out: Some(8),
+        bw_params: Some(8),
+        scale_in: vec![1.0],
+        scale_out: vec![1.0],
+        scale_params: vec![1.0],
+        ..Default::default()
+    };
+    let mut convs = 0;
+    let table: crate::model::export::QuantTable = model
         .net
         .layers
         .iter()
-        .map(|l| (l.name.clone(), table.get(&l.name).cloned()))
+        .map(|l| {
+            let conv = matches!(l.kind, crate::model::layer::LayerKind::Convolution(_));
+            convs += usize::from(conv);
+            (l.name.clone(), (conv && convs > 1).then(|| one.clone()))
+        })
         .collect();
-    for note in crate::model::export::write(&model.prototxt, &full, &out)? {
+    let out = args.output.clone().unwrap_or_else(|| {
+        let q = crate::calib::run::default_output(&args.files.model);
+        q.with_file_name(
+            q.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .replace("_quantized.prototxt", "_dummy.prototxt"),
+        )
+    });
+    crate::model::export::write(&model.prototxt, &table, &out)?;
+    println!("wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.root.is_some() {
+        eprintln!("note: -r is ignored: int8cal runs the nets itself, no Caffe build is needed");
+    }
+    if args.performance_model {
+        return performance_model(args);
+    }
+    let c = args.calibration()?;
+    let mut term = Terminal {
+        bar: None,
+        blob: c.cfg.blob_name.clone(),
+    };
+    if term.blob.is_empty() {
+        term.blob = "metric".into();
+    }
+    let outcome = super::with_threads(args.threads, || c.run(&mut |e| term.show(e)));
+    term.finish_bar();
+    let outcome = match outcome {
+        Err(CalibError::Cancelled) => anyhow::bail!("cancelled; nothing was written"),
+        r => r?,
+    };
+    for note in &outcome.notes {
         eprintln!("note: {note}");
     }
-    let quantized = Model::load(&out, args.files.weights.as_deref(), &data_tops)?;
-    let plan = Plan::new_int8(&quantized.net, None)?;
-    let qbase = out.parent().map(PathBuf::from).unwrap_or_default();
-    let values = [metric_value(&quantized.net)?];
-    let int8 = super::eval::mean_outputs(&plan, &qbase, &values, cfg.iterations, args.threads)?[0];
-    println!(
-        "{blob}: FP32 {fp32:.4}, INT8 {int8:.4} ({} layers quantized); wrote {}",
-        table.len(),
-        out.display()
-    );
-    if fp32 - int8 > cfg.accuracy_loss {
-        eprintln!(
-            "note: the INT8 loss {:.4} exceeds -l {} (tuning is not implemented yet)",
-            fp32 - int8,
-            cfg.accuracy_loss
+    let r = &outcome.report;
+    let quantized = r.layers.iter().filter(|l| l.scale_in.is_some()).count();
+    if c.quantize_only {
+        println!(
+            "{quantized} of {} layers INT8 (-q: no accuracy runs); wrote {}",
+            r.layers.len(),
+            outcome.output.display()
+        );
+    } else {
+        println!(
+            "{}: FP32 {:.4}, INT8 {:.4} ({quantized} of {} layers INT8); wrote {}",
+            r.metric_blob,
+            r.fp32_accuracy,
+            r.int8_accuracy,
+            r.layers.len(),
+            outcome.output.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(r)?;
+        write_atomic(path, format!("{text}\n").as_bytes())?;
+    }
+    if r.within_tolerance || c.cfg.tuning == TuningStrategy::None || c.quantize_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "note: the INT8 loss {:.4} exceeds -l {} ({:?}); the best configuration found was written",
+        r.fp32_accuracy - r.int8_accuracy,
+        c.cfg.accuracy_loss,
+        r.stop
+    );
+    Ok(ExitCode::from(TOLERANCE_NOT_MET))
 }

@@ -85,7 +85,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     if let Some(path) = &args.int8_report {
         let inputs = [Some(&args.files.model), args.files.weights.as_ref()];
-        if inputs.into_iter().flatten().any(|i| same_file(i, path)) {
+        if inputs
+            .into_iter()
+            .flatten()
+            .any(|i| crate::model::export::same_file(i, path))
+        {
             anyhow::bail!(
                 "{}: --int8-report would overwrite an input file",
                 path.display()
@@ -138,9 +142,4 @@ pub fn mean_outputs(
     })?;
     bar.finish_and_clear();
     Ok(sums.iter().map(|s| s / iterations as f64).collect())
-}
-
-/// Whether two paths name the same existing file.
-pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }

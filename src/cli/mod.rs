@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 /// int8cal: calibrate Caffe models for 8-bit inference on Intel CPUs.
 #[derive(Debug, Parser)]
-#[command(name = "int8cal", version, about, long_about = None)]
+#[command(name = "int8cal", version, about, long_about = None, infer_long_args = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

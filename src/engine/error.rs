@@ -13,6 +13,9 @@ pub enum EngineError {
     /// A quantized net that cannot be planned (names the layer).
     #[error("{0}")]
     Plan(String),
+    /// The caller asked the run to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl EngineError {

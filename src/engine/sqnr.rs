@@ -56,13 +56,17 @@ impl Observer for Capture {
 
 /// Σ ref² and Σ (ref − test)² of one value, accumulated over batches.
 #[derive(Debug, Default, Clone, Copy)]
-struct Sums {
-    signal: f64,
-    noise: f64,
+pub struct Sums {
+    pub signal: f64,
+    pub noise: f64,
 }
 
 impl Sums {
-    fn add(&mut self, reference: &ArrayD<f32>, test: &ArrayD<f32>) {
+    pub fn db(&self) -> f64 {
+        sqnr_db(self.signal, self.noise)
+    }
+
+    pub fn add(&mut self, reference: &ArrayD<f32>, test: &ArrayD<f32>) {
         for (&r, &t) in reference.iter().zip(test) {
             let (r, t) = (f64::from(r), f64::from(t));
             self.signal += r * r;
@@ -72,7 +76,7 @@ impl Sums {
 }
 
 /// One pass of a plan on recorded inputs, capturing the wanted values.
-fn capture(
+pub fn capture(
     plan: &Plan,
     feed: &mut dyn Feed,
     wanted: &[ValueId],

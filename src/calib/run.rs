@@ -1,0 +1,451 @@
+//! A whole calibration, as the command line and the app run it: load, one FP32 pass for the
+//! statistics and the FP32 metric (its batches kept in memory for the INT8 runs), Intel's rules, the
+//! tuning loop, the quantized prototxt written atomically, and the report. Progress goes out as
+//! `Event`s; a cancel flag stops the run within one batch, before anything is written.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::batches::{BUDGET, Recorded, Recorder, bytes_of};
+use super::config::{CalibConfig, ConfigError, ScaleMethod, TuningStrategy};
+use super::events::{BlobStats, Event, LayerScale, Stage};
+use super::measure::NetMeasure;
+use super::methods::{gather_for, threshold};
+use super::metric_blob::MetricBlobs;
+use super::report::{self, Report};
+use super::rules::{Choices, quantizable, sampled_blobs};
+use super::sample::{Sampling, sample, without_quantization};
+use super::stats::{Gather, TensorStats};
+use super::tune::{Limits, Measure, Table, Tuned, tune};
+use crate::data::shapes::data_tops;
+use crate::engine::Plan;
+use crate::engine::compile::Compiled;
+use crate::engine::error::EngineError;
+use crate::engine::feed::DataFeed;
+use crate::model::error::ModelError;
+use crate::model::export::QuantTable;
+use crate::model::{Model, Net};
+
+/// Why a calibration did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Engine(EngineError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else, with what it concerns.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<EngineError> for CalibError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Cancelled => Self::Cancelled,
+            e => Self::Engine(e),
+        }
+    }
+}
+
+/// What to calibrate and how.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub model: PathBuf,
+    pub weights: PathBuf,
+    /// Default: `<model stem>_quantized.prototxt` beside the model.
+    pub output: Option<PathBuf>,
+    pub cfg: CalibConfig,
+    /// Tuning steps after the first measurement.
+    pub max_steps: usize,
+    pub time_budget: Option<Duration>,
+    /// Layers the user keeps FP32.
+    pub pinned: Vec<String>,
+    /// Only write the quantized prototxt: no metric, no accuracy runs, no tuning (Intel's `-q`).
+    pub quantize_only: bool,
+    /// Measure every layer's isolated and cumulative SQNR for the report (tuning measures the
+    /// layers it ranks anyway).
+    pub layer_sqnr: bool,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A finished calibration.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub output: PathBuf,
+    pub table: Table,
+    pub report: Report,
+    /// Notes of the export (blocks the input had that were replaced, …).
+    pub notes: Vec<String>,
+}
+
+impl Calibration {
+    pub fn new(model: PathBuf, weights: PathBuf, cfg: CalibConfig) -> Self {
+        Self {
+            model,
+            weights,
+            output: None,
+            cfg,
+            max_steps: 50,
+            time_budget: None,
+            pinned: Vec::new(),
+            quantize_only: false,
+            layer_sqnr: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Where the quantized prototxt goes.
+    pub fn output_path(&self) -> PathBuf {
+        self.output
+            .clone()
+            .unwrap_or_else(|| default_output(&self.model))
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Runs the calibration; `events` sees its progress.
+    pub fn run(&self, events: &mut dyn FnMut(Event)) -> Result<Outcome, CalibError> {
+        let cfg = &self.cfg;
+        let out = self.output_path();
+        for input in [&self.model, &self.weights] {
+            if crate::model::export::same_file(input, &out) {
+                return Err(CalibError::Invalid(format!(
+                    "{}: the output would overwrite an input file",
+                    out.display()
+                )));
+            }
+        }
+        writable_folder(&out)?;
+        let model = Model::load(&self.model, Some(&self.weights), &data_tops)?;
+        let metric_blobs = MetricBlobs::of(&model.net);
+        cfg.validate(&metric_blobs.names())?;
+        let blob = match cfg.blob_name.as_str() {
+            _ if self.quantize_only => String::new(),
+            "" => metric_blobs
+                .default_blob(cfg.detection)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    CalibError::Invalid("the net has no Accuracy layer; give -n".into())
+                })?,
+            b => b.to_string(),
+        };
+        let net = without_quantization(&model.net);
+        let metric = match self.quantize_only {
+            true => None,
+            false => Some(metric_value(&net, &blob)?),
+        };
+        let layers = quantizable(&net, cfg);
+        if layers.is_empty() {
+            return Err(CalibError::Invalid(
+                "nothing to quantize: the net has no Convolution (or InnerProduct with -fc) past the first"
+                    .into(),
+            ));
+        }
+        let base = self
+            .model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let t = Instant::now();
+        let pass = self.fp32_pass(&net, metric, &base, events)?;
+        let sampling_seconds = t.elapsed().as_secs_f64();
+        let (stats, fp32, recorded, sampling_only) = pass;
+        if metric.is_some() {
+            events(Event::Fp32Metric(fp32));
+        }
+        for s in blob_stats(
+            &stats,
+            cfg.tuning != TuningStrategy::None || cfg.scale_method != ScaleMethod::Direct,
+        ) {
+            events(Event::LayerStats(Box::new(s)));
+        }
+        let mut start = Choices {
+            fp32: self.pinned.iter().cloned().collect(),
+            ..Choices::default()
+        };
+        for &id in &layers {
+            let l = &net.layers[id];
+            let Some(b) = l.bottoms.first().map(|&b| &net.values[b].name) else {
+                continue;
+            };
+            if let Some(why) = stats.get(b).and_then(unusable) {
+                events(Event::Warning(format!(
+                    "layer \"{}\": its input \"{b}\" {why} over the sampled batches; kept FP32",
+                    l.name
+                )));
+                start.fp32.insert(l.name.clone());
+            }
+        }
+        let order: Vec<String> = layers
+            .iter()
+            .map(|&id| net.layers[id].name.clone())
+            .collect();
+        let t = Instant::now();
+        // The measurements and the loop both report: one sink shared by both.
+        let sink = RefCell::new(events);
+        let mut runs = 0usize;
+        let mut on_event = |e: Event| {
+            let mut send = sink.borrow_mut();
+            if let Event::Progress { done: 1, .. } = e {
+                runs += 1;
+                send(Event::Stage(if runs == 1 {
+                    Stage::Int8Eval
+                } else {
+                    Stage::Tuning(runs - 1)
+                }));
+            }
+            send(e);
+        };
+        let mut m = NetMeasure::new(
+            &net,
+            &stats,
+            cfg,
+            metric,
+            base.clone(),
+            &recorded,
+            &self.cancel,
+            &mut on_event,
+        );
+        let limits = Limits {
+            strategy: cfg.tuning,
+            fp32,
+            tolerance: cfg.accuracy_loss,
+            max_steps: self.max_steps,
+            time_budget: self.time_budget,
+        };
+        let tuned = if self.quantize_only {
+            Tuned::untested(m.table(&start).map_err(CalibError::Invalid)?, start)
+        } else {
+            tune(&mut m, &limits, start, &order, &mut |s| {
+                (sink.borrow_mut())(Event::Step(s.clone()));
+            })
+            .map_err(|e| self.failure(e))?
+        };
+        let sqnr = match self.layer_sqnr {
+            true => Some(layer_sqnr(&mut m, &tuned).map_err(|e| self.failure(e))?),
+            false => None,
+        };
+        drop(m);
+        let events = sink.into_inner();
+        let tuning_seconds = t.elapsed().as_secs_f64();
+        for (name, q) in &tuned.table {
+            let input = net
+                .layers
+                .iter()
+                .find(|l| &l.name == name)
+                .and_then(|l| l.bottoms.first());
+            let method = input
+                .and_then(|&b| tuned.choices.methods.get(&net.values[b].name).copied())
+                .unwrap_or(cfg.scale_method);
+            events(Event::Scale(LayerScale {
+                layer: name.clone(),
+                scale_in: q.scale_in.first().copied().unwrap_or(0.0),
+                scale_out: (q.bw_layer_out() == 8)
+                    .then(|| q.scale_out.first().copied().unwrap_or(0.0)),
+                method,
+            }));
+        }
+        if self.cancelled() {
+            return Err(CalibError::Cancelled);
+        }
+        let full: QuantTable = model
+            .net
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), tuned.table.get(&l.name).cloned()))
+            .collect();
+        let notes = crate::model::export::write(&model.prototxt, &full, &out)?;
+        let int8 = tuned.accuracy;
+        events(Event::Finished { fp32, int8 });
+        let first = tuned.steps.first().map_or(0.0, |s| s.seconds);
+        let timings = report::Timings {
+            sampling: sampling_only.min(sampling_seconds),
+            fp32_eval: (sampling_seconds - sampling_only).max(0.0),
+            int8_eval: first,
+            tuning: (tuning_seconds - first).max(0.0),
+        };
+        let report = report::build(&report::Parts {
+            calibration: self,
+            net: &net,
+            layers: &layers,
+            metric_blob: &blob,
+            fp32,
+            tuned: &tuned,
+            sqnr: sqnr.as_ref(),
+            timings,
+            output: &out,
+        })?;
+        Ok(Outcome {
+            output: out,
+            table: tuned.table,
+            report,
+            notes,
+        })
+    }
+
+    /// A measurement's error: cancellation when the flag is set, else the message.
+    fn failure(&self, message: String) -> CalibError {
+        if self.cancelled() {
+            CalibError::Cancelled
+        } else {
+            CalibError::Invalid(message)
+        }
+    }
+
+    /// The FP32 pass: statistics over `-s` batches, the metric over `-i`, the batches recorded when
+    /// they fit the budget. Also returns the seconds the first `-s` batches took.
+    fn fp32_pass(
+        &self,
+        net: &Net,
+        metric: Option<usize>,
+        base: &Path,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(BTreeMap<String, TensorStats>, f64, Recorded, f64), CalibError> {
+        let cfg = &self.cfg;
+        let plan = Plan::new_int8(net, None)?;
+        let layers = quantizable(net, cfg);
+        let blobs = sampled_blobs(net, &Compiled::new(net), &layers);
+        let mut feed = DataFeed::start(&plan, base).map_err(CalibError::Invalid)?;
+        let keep = if metric.is_some() && bytes_of(&plan, cfg.iterations) <= BUDGET {
+            cfg.iterations
+        } else {
+            0
+        };
+        let mut recorder = Recorder {
+            inner: &mut feed,
+            keep,
+            recorded: Recorded::default(),
+        };
+        // Tuning may try any method: gather what all of them need.
+        let wants = match cfg.tuning {
+            TuningStrategy::None => gather_for(cfg.scale_method),
+            _ => Gather::ALL,
+        };
+        let sampling = Sampling {
+            blobs: &blobs,
+            batches: cfg.sampling_iterations,
+            wants,
+            metric: metric.map(|m| (m, cfg.iterations)),
+            last_only: cfg.sampling_single,
+        };
+        events(Event::Stage(Stage::Sampling));
+        let t = Instant::now();
+        let mut sampling_only = 0.0;
+        let (stats, fp32) = sample(&plan, &mut recorder, &sampling, &mut |done, total| {
+            if self.cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            if done == cfg.sampling_iterations {
+                sampling_only = t.elapsed().as_secs_f64();
+            }
+            events(Event::Progress { done, total });
+            Ok(())
+        })?;
+        Ok((
+            stats,
+            fp32.unwrap_or(f64::NAN),
+            recorder.recorded,
+            sampling_only,
+        ))
+    }
+}
+
+/// `<model stem>_quantized.prototxt` beside the model (stem: the file name without its extension;
+/// Intel's cut at the first dot of the whole path is a bug, spec §2.14).
+pub fn default_output(model: &Path) -> PathBuf {
+    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+    model
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join(format!("{stem}_quantized.prototxt"))
+}
+
+/// Refuses an output whose folder is missing or not writable before any work is done (a probe file
+/// is created and removed).
+fn writable_folder(out: &Path) -> Result<(), CalibError> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(CalibError::Invalid(format!(
+            "{}: the output folder {} does not exist",
+            out.display(),
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".int8cal-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| CalibError::Invalid(format!("{}: cannot write there: {e}", dir.display())))
+}
+
+/// The last value named `blob` (the metric's).
+fn metric_value(net: &Net, blob: &str) -> Result<usize, CalibError> {
+    (0..net.values.len())
+        .rev()
+        .find(|&v| net.values[v].name == blob)
+        .ok_or_else(|| CalibError::Invalid(format!("-n {blob}: the net has no blob of that name")))
+}
+
+/// Why a tensor cannot be quantized, if it cannot: all zero or holding NaN.
+fn unusable(s: &TensorStats) -> Option<&'static str> {
+    if s.nans > 0 {
+        Some("held NaN")
+    } else if s.max_abs == 0.0 {
+        Some("was all zero")
+    } else {
+        None
+    }
+}
+
+/// Every sampled blob's statistics and thresholds (with `all`, every method's; else DIRECT's).
+fn blob_stats(stats: &BTreeMap<String, TensorStats>, all: bool) -> Vec<BlobStats> {
+    stats
+        .iter()
+        .map(|(name, s)| {
+            let unsigned = s.min >= 0.0;
+            let methods: &[ScaleMethod] = if all {
+                &ScaleMethod::ALL
+            } else {
+                &[ScaleMethod::Direct]
+            };
+            BlobStats {
+                blob: name.clone(),
+                histogram: s.histogram(2048),
+                min: s.min,
+                max: s.max,
+                thresholds: methods
+                    .iter()
+                    .map(|&m| (m, threshold(m, s, unsigned)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Each quantized layer's isolated SQNR (measured by tuning, or now) and cumulative SQNR.
+fn layer_sqnr(m: &mut NetMeasure, tuned: &Tuned) -> Result<BTreeMap<String, (f64, f64)>, String> {
+    let cumulative = m.cumulative_sqnr(&tuned.table)?;
+    let mut r = BTreeMap::new();
+    for (name, q) in &tuned.table {
+        let isolated = match tuned.isolated.get(name) {
+            Some(&s) => s,
+            None => m.isolated_sqnr(name, q)?,
+        };
+        let c = cumulative.get(name).copied().unwrap_or(f64::NAN);
+        r.insert(name.clone(), (isolated, c));
+    }
+    Ok(r)
+}

@@ -1,0 +1,549 @@
+//! The tuning loop (spec §2.13, §5.6 improved): while FP32 − INT8 exceeds the tolerance, the layer
+//! whose INT8 output is noisiest (isolated SQNR on a calibration batch) first gets the scale method or
+//! per-channel weight scales that make it least noisy, then, if it is still the noisiest, goes back to
+//! FP32; each change is confirmed with the real metric and undone when it does not help. The loop
+//! keeps the best configuration, stops when within tolerance, out of steps or out of time, and says
+//! which. Measurements come through `Measure`, so the loop itself is tested on made-up nets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::config::{ScaleMethod, TuningStrategy};
+use super::rules::Choices;
+use crate::caffe::QuantizationParameter;
+
+/// Quantization blocks by layer name.
+pub type Table = BTreeMap<String, QuantizationParameter>;
+
+/// What the loop measures.
+pub trait Measure {
+    /// The table of a configuration.
+    fn table(&mut self, choices: &Choices) -> Result<Table, String>;
+    /// The metric of the INT8 net with this table over the `-i` batches.
+    fn accuracy(&mut self, table: &Table) -> Result<f64, String>;
+    /// The SQNR (dB) of a layer's output with only it quantized, by its block.
+    fn isolated_sqnr(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String>;
+    /// The blob whose threshold sets a layer's input scale.
+    fn input_blob(&self, layer: &str) -> Option<String>;
+}
+
+/// One change the loop tried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// The first measurement, of the configuration as calibrated.
+    Calibrate,
+    /// A layer's input threshold by another method, and/or its weights scaled per channel.
+    Rescale {
+        method: ScaleMethod,
+        per_channel: bool,
+    },
+    /// A layer back to FP32.
+    Revert,
+}
+
+/// One tuning step as the report and the app show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub step: usize,
+    #[serde(flatten)]
+    pub action: Action,
+    pub layer: Option<String>,
+    /// The layer's isolated SQNR before and after the change (dB).
+    pub sqnr_db: Option<(f64, f64)>,
+    pub accuracy: f64,
+    /// Whether the change was kept (undone when it did not help).
+    pub kept: bool,
+    pub seconds: f64,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    WithinTolerance,
+    /// `--tuning none`: measured once.
+    NotTuned,
+    /// Every candidate was tried.
+    NothingLeft,
+    MaxSteps,
+    TimeBudget,
+}
+
+/// The loop's limits and target.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub strategy: TuningStrategy,
+    pub fp32: f64,
+    pub tolerance: f64,
+    pub max_steps: usize,
+    pub time_budget: Option<Duration>,
+}
+
+/// What the loop ends with: the best configuration found and every step.
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    pub choices: Choices,
+    pub table: Table,
+    pub accuracy: f64,
+    pub steps: Vec<Step>,
+    pub stop: Stop,
+    /// Isolated SQNR of each layer's final block (dB), where it was measured.
+    pub isolated: BTreeMap<String, f64>,
+}
+
+impl Tuned {
+    /// A configuration taken as it is, never measured (Intel's `-q`).
+    pub fn untested(table: Table, choices: Choices) -> Self {
+        Self {
+            choices,
+            table,
+            accuracy: f64::NAN,
+            steps: Vec::new(),
+            stop: Stop::NotTuned,
+            isolated: BTreeMap::new(),
+        }
+    }
+}
+
+/// Methods a layer's input threshold may take.
+const METHODS: [ScaleMethod; 5] = ScaleMethod::ALL;
+
+/// An SQNR gain (dB) below which a rescale is not worth a metric run.
+const MIN_GAIN_DB: f64 = 0.5;
+
+/// Metrics closer than this are equal: means of per-batch f32 values over different nets can differ
+/// in the last bits for the same count of correct images.
+const SAME: f64 = 1e-6;
+
+/// The loop's state: the configuration being improved and what was measured of it.
+struct Loop<'a, M: Measure> {
+    m: &'a mut M,
+    lim: &'a Limits,
+    start: Instant,
+    steps: Vec<Step>,
+    /// Isolated SQNR by (layer, its block as text): a layer's SQNR depends only on its own block.
+    sqnr: BTreeMap<(String, String), f64>,
+    on_step: &'a mut dyn FnMut(&Step),
+}
+
+impl<M: Measure> Loop<'_, M> {
+    fn meets(&self, accuracy: f64) -> bool {
+        self.lim.fp32 - accuracy <= self.lim.tolerance
+    }
+
+    /// Why the loop must stop now, if it must.
+    fn out_of_budget(&self) -> Option<Stop> {
+        if self.steps.len() > self.lim.max_steps {
+            return Some(Stop::MaxSteps);
+        }
+        self.lim
+            .time_budget
+            .filter(|b| self.start.elapsed() >= *b)
+            .map(|_| Stop::TimeBudget)
+    }
+
+    fn isolated(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String> {
+        let key = (layer.to_string(), format!("{q:?}"));
+        if let Some(&s) = self.sqnr.get(&key) {
+            return Ok(s);
+        }
+        let s = self.m.isolated_sqnr(layer, q)?;
+        self.sqnr.insert(key, s);
+        Ok(s)
+    }
+
+    /// Measures a configuration and records the step.
+    fn measure(
+        &mut self,
+        choices: &Choices,
+        action: Action,
+        layer: Option<&str>,
+        sqnr_db: Option<(f64, f64)>,
+    ) -> Result<(Table, f64), String> {
+        let t = Instant::now();
+        let table = self.m.table(choices)?;
+        let accuracy = self.m.accuracy(&table)?;
+        self.steps.push(Step {
+            step: self.steps.len(),
+            action,
+            layer: layer.map(str::to_string),
+            sqnr_db,
+            accuracy,
+            kept: true,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+        Ok((table, accuracy))
+    }
+
+    /// Marks the last step undone and reports it.
+    fn conclude(&mut self, kept: bool) {
+        if let Some(s) = self.steps.last_mut() {
+            s.kept = kept;
+            (self.on_step)(s);
+        }
+    }
+
+    /// Quantized layers by isolated SQNR, noisiest first (ties in file order).
+    fn ranked(&mut self, table: &Table, order: &[String]) -> Result<Vec<(String, f64)>, String> {
+        let mut r = Vec::new();
+        for name in order.iter().filter(|n| table.contains_key(*n)) {
+            let s = self.isolated(name, &table[name])?;
+            r.push((name.clone(), s));
+        }
+        r.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(r)
+    }
+
+    /// The layer's best rescale by isolated SQNR: each method on its input blob, then per-channel
+    /// weights on top of the best.
+    fn best_rescale(
+        &mut self,
+        layer: &str,
+        cur: &Choices,
+    ) -> Result<Option<(Choices, Action, f64)>, String> {
+        let Some(blob) = self.m.input_blob(layer) else {
+            return Ok(None);
+        };
+        let mut best: Option<(Choices, Action, f64)> = None;
+        // Per-tensor variants first, so that per-channel wins only when it measures better.
+        let per_channel_now = cur.per_channel.contains(layer);
+        let variants = [per_channel_now, true]
+            .into_iter()
+            .take(if per_channel_now { 1 } else { 2 })
+            .flat_map(|pc| METHODS.iter().map(move |&m| (m, pc)));
+        for (method, per_channel) in variants {
+            let mut c = cur.clone();
+            c.methods.insert(blob.clone(), method);
+            if per_channel {
+                c.per_channel.insert(layer.to_string());
+            }
+            let table = self.m.table(&c)?;
+            let Some(q) = table.get(layer) else {
+                continue;
+            };
+            let s = self.isolated(layer, q)?;
+            if best.as_ref().is_none_or(|b| s > b.2) {
+                best = Some((
+                    c,
+                    Action::Rescale {
+                        method,
+                        per_channel,
+                    },
+                    s,
+                ));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Tunes from `start`: `order` lists the quantizable layers in file order. `on_step` sees each step
+/// once it is concluded.
+pub fn tune<M: Measure>(
+    m: &mut M,
+    lim: &Limits,
+    start: Choices,
+    order: &[String],
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<Tuned, String> {
+    let mut lp = Loop {
+        m,
+        lim,
+        start: Instant::now(),
+        steps: Vec::new(),
+        sqnr: BTreeMap::new(),
+        on_step,
+    };
+    let (mut table, mut accuracy) = lp.measure(&start, Action::Calibrate, None, None)?;
+    lp.conclude(true);
+    let mut cur = start;
+    let stop = if lim.strategy == TuningStrategy::None {
+        Stop::NotTuned
+    } else if lp.meets(accuracy) {
+        Stop::WithinTolerance
+    } else if lim.strategy == TuningStrategy::Positional {
+        positional(&mut lp, &mut cur, &mut table, &mut accuracy, order)?
+    } else {
+        ranked(&mut lp, &mut cur, &mut table, &mut accuracy, order)?
+    };
+    let mut isolated = BTreeMap::new();
+    for (name, q) in &table {
+        let key = (name.clone(), format!("{q:?}"));
+        if let Some(&s) = lp.sqnr.get(&key) {
+            isolated.insert(name.clone(), s);
+        }
+    }
+    Ok(Tuned {
+        choices: cur,
+        table,
+        accuracy,
+        steps: lp.steps,
+        stop,
+        isolated,
+    })
+}
+
+/// Intel 1.1.0's order, one-sided: revert quantized layers in file order until within tolerance.
+fn positional<M: Measure>(
+    lp: &mut Loop<'_, M>,
+    cur: &mut Choices,
+    table: &mut Table,
+    accuracy: &mut f64,
+    order: &[String],
+) -> Result<Stop, String> {
+    for name in order {
+        if !table.contains_key(name) {
+            continue;
+        }
+        if let Some(stop) = lp.out_of_budget() {
+            return Ok(stop);
+        }
+        cur.fp32.insert(name.clone());
+        (*table, *accuracy) = lp.measure(cur, Action::Revert, Some(name), None)?;
+        lp.conclude(true);
+        if lp.meets(*accuracy) {
+            return Ok(Stop::WithinTolerance);
+        }
+    }
+    Ok(Stop::NothingLeft)
+}
+
+/// Ours: rescale, then revert, the noisiest layer not yet settled; keep what helps.
+fn ranked<M: Measure>(
+    lp: &mut Loop<'_, M>,
+    cur: &mut Choices,
+    table: &mut Table,
+    accuracy: &mut f64,
+    order: &[String],
+) -> Result<Stop, String> {
+    let mut rescaled = BTreeSet::new();
+    let mut settled = BTreeSet::new();
+    loop {
+        if let Some(stop) = lp.out_of_budget() {
+            return Ok(stop);
+        }
+        let ranking = lp.ranked(table, order)?;
+        let Some((layer, sqnr)) = ranking.into_iter().find(|(n, _)| !settled.contains(n)) else {
+            return Ok(Stop::NothingLeft);
+        };
+        let mut candidate = None;
+        if rescaled.insert(layer.clone())
+            && let Some((c, action, s)) = lp.best_rescale(&layer, cur)?
+            && s > sqnr + MIN_GAIN_DB
+        {
+            candidate = Some((c, action, Some((sqnr, s))));
+        }
+        let (c, action, sqnr_db) = match candidate {
+            Some(c) => c,
+            None => {
+                settled.insert(layer.clone());
+                let mut c = cur.clone();
+                c.fp32.insert(layer.clone());
+                (c, Action::Revert, None)
+            }
+        };
+        let reverting = action == Action::Revert;
+        let (t, a) = lp.measure(&c, action, Some(&layer), sqnr_db)?;
+        // A rescale that costs nothing is kept (it made the layer less noisy); a reversion only
+        // when it helps, since it gives up INT8 speed.
+        let keep = if reverting {
+            a > *accuracy + SAME
+        } else {
+            a >= *accuracy - SAME
+        };
+        lp.conclude(keep);
+        if keep {
+            (*cur, *table, *accuracy) = (c, t, a);
+        }
+        if lp.meets(*accuracy) {
+            return Ok(Stop::WithinTolerance);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer of the made-up net: name, (SQNR, accuracy cost) as calibrated, the same with KL.
+    type FakeLayer = (&'static str, (f64, f64), (f64, f64));
+
+    /// A made-up net: each layer's SQNR and accuracy damage depend on its choices.
+    struct Fake {
+        layers: Vec<FakeLayer>,
+        runs: usize,
+    }
+
+    impl Measure for Fake {
+        fn table(&mut self, c: &Choices) -> Result<Table, String> {
+            Ok(self
+                .layers
+                .iter()
+                .filter(|l| !c.fp32.contains(l.0))
+                .map(|l| {
+                    let kl = c.methods.get(&format!("{}_in", l.0)) == Some(&ScaleMethod::Kl);
+                    let q = QuantizationParameter {
+                        scale_in: vec![if kl { 2.0 } else { 1.0 }],
+                        ..Default::default()
+                    };
+                    (l.0.to_string(), q)
+                })
+                .collect())
+        }
+        fn accuracy(&mut self, t: &Table) -> Result<f64, String> {
+            self.runs += 1;
+            Ok(0.9
+                - t.iter()
+                    .map(|(n, q)| {
+                        let l = self
+                            .layers
+                            .iter()
+                            .find(|l| l.0 == n)
+                            .map_or((0.0, 0.0), |l| if q.scale_in[0] == 2.0 { l.2 } else { l.1 });
+                        l.1
+                    })
+                    .sum::<f64>())
+        }
+        fn isolated_sqnr(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String> {
+            let l = self
+                .layers
+                .iter()
+                .find(|l| l.0 == layer)
+                .ok_or("no layer")?;
+            Ok(if q.scale_in[0] == 2.0 { l.2.0 } else { l.1.0 })
+        }
+        fn input_blob(&self, layer: &str) -> Option<String> {
+            Some(format!("{layer}_in"))
+        }
+    }
+
+    fn limits(strategy: TuningStrategy) -> Limits {
+        Limits {
+            strategy,
+            fp32: 0.9,
+            tolerance: 0.01,
+            max_steps: 50,
+            time_budget: None,
+        }
+    }
+
+    fn order(f: &Fake) -> Vec<String> {
+        f.layers.iter().map(|l| l.0.to_string()).collect()
+    }
+
+    #[test]
+    fn rescales_the_noisiest_layer_first_and_reverts_only_what_helps() {
+        // b is noisiest and KL fixes it; c is next and only reverting fixes it.
+        let mut f = Fake {
+            layers: vec![
+                ("a", (30.0, 0.002), (30.0, 0.002)),
+                ("b", (10.0, 0.05), (25.0, 0.001)),
+                ("c", (15.0, 0.02), (12.0, 0.03)),
+            ],
+            runs: 0,
+        };
+        let o = order(&f);
+        let mut seen = Vec::new();
+        let t = tune(
+            &mut f,
+            &limits(TuningStrategy::Ranked),
+            Choices::default(),
+            &o,
+            &mut |s| seen.push(s.clone()),
+        )
+        .unwrap();
+        assert_eq!(t.stop, Stop::WithinTolerance);
+        assert_eq!(t.choices.methods.get("b_in"), Some(&ScaleMethod::Kl));
+        assert!(t.choices.fp32.contains("c") && !t.choices.fp32.contains("a"));
+        assert!((t.accuracy - (0.9 - 0.003)).abs() < 1e-12);
+        let actions: Vec<_> = t.steps.iter().map(|s| (s.layer.clone(), s.kept)).collect();
+        assert_eq!(
+            actions,
+            [
+                (None, true),
+                (Some("b".into()), true),
+                (Some("c".into()), true)
+            ]
+        );
+        assert_eq!(seen, t.steps);
+        assert_eq!(f.runs, 3);
+    }
+
+    #[test]
+    fn a_change_that_hurts_is_undone() {
+        // KL makes a's SQNR better yet costs accuracy: undone; its reversion helps and is kept.
+        let mut f = Fake {
+            layers: vec![
+                ("a", (10.0, 0.05), (20.0, 0.08)),
+                ("b", (30.0, 0.0), (30.0, 0.0)),
+            ],
+            runs: 0,
+        };
+        let o = order(&f);
+        let t = tune(
+            &mut f,
+            &limits(TuningStrategy::Ranked),
+            Choices::default(),
+            &o,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!t.steps[1].kept && t.steps[2].kept);
+        assert!(t.choices.methods.is_empty() && t.choices.fp32.contains("a"));
+        assert_eq!(t.stop, Stop::WithinTolerance);
+    }
+
+    #[test]
+    fn positional_reverts_in_file_order_and_none_measures_once() {
+        let layers = vec![
+            ("a", (30.0, 0.0), (30.0, 0.0)),
+            ("b", (10.0, 0.05), (10.0, 0.05)),
+        ];
+        let mut f = Fake {
+            layers: layers.clone(),
+            runs: 0,
+        };
+        let o = order(&f);
+        let t = tune(
+            &mut f,
+            &limits(TuningStrategy::Positional),
+            Choices::default(),
+            &o,
+            &mut |_| {},
+        )
+        .unwrap();
+        let reverted: Vec<_> = t.steps.iter().filter_map(|s| s.layer.clone()).collect();
+        assert_eq!(reverted, ["a", "b"]);
+        let mut f = Fake { layers, runs: 0 };
+        let t = tune(
+            &mut f,
+            &limits(TuningStrategy::None),
+            Choices::default(),
+            &o,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((t.stop, t.steps.len(), f.runs), (Stop::NotTuned, 1, 1));
+    }
+
+    #[test]
+    fn stops_at_max_steps_keeping_the_best() {
+        let mut f = Fake {
+            layers: vec![
+                ("a", (10.0, 0.05), (10.0, 0.05)),
+                ("b", (11.0, 0.05), (11.0, 0.05)),
+            ],
+            runs: 0,
+        };
+        let o = order(&f);
+        let mut lim = limits(TuningStrategy::Ranked);
+        lim.max_steps = 1;
+        let t = tune(&mut f, &lim, Choices::default(), &o, &mut |_| {}).unwrap();
+        assert_eq!(t.stop, Stop::MaxSteps);
+        assert_eq!(t.steps.len(), 2);
+        assert!((t.accuracy - 0.85).abs() < 1e-12);
+    }
+}

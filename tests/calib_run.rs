@@ -1,0 +1,237 @@
+//! A whole calibration through `calib::run::Calibration`: the documented event sequence, a cancel
+//! that ends the run within one batch and writes nothing, tuning that repairs a loss the calibrated
+//! configuration has (its export evaluating to the reported metric), and refused settings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use int8cal::calib::events::{Event, Stage};
+use int8cal::calib::run::{CalibError, Calibration};
+use int8cal::calib::tune::{Action, Stop};
+use int8cal::calib::{CalibConfig, TuningStrategy};
+use int8cal::engine::Plan;
+
+fn fixture(name: &str) -> Option<PathBuf> {
+    common::fixtures().map(|f| f.join(name))
+}
+
+fn calibration(dir: &Path, out: &Path, cfg: CalibConfig) -> Calibration {
+    let mut c = Calibration::new(
+        dir.join("test.prototxt"),
+        dir.join("weights.caffemodel"),
+        cfg,
+    );
+    c.output = Some(out.to_path_buf());
+    c
+}
+
+/// The metric of a written prototxt, evaluated afresh.
+fn evaluate(model: &Path, weights: &Path, blob: &str, iterations: usize) -> f64 {
+    let m = common::load(model, Some(weights)).unwrap();
+    let plan = Plan::new_int8(&m.net, None).unwrap();
+    let v = (0..m.net.values.len())
+        .rev()
+        .find(|&v| m.net.values[v].name == blob)
+        .unwrap();
+    let base = model.parent().unwrap();
+    int8cal::cli::eval::mean_outputs(&plan, base, &[v], iterations, None).unwrap()[0]
+}
+
+#[test]
+fn events_follow_the_documented_order() {
+    let Some(dir) = fixture("lenet_mnist") else {
+        return;
+    };
+    let scratch = common::scratch("calib_events");
+    let out = scratch.join("q.prototxt");
+    let cfg = CalibConfig {
+        iterations: 12,
+        sampling_iterations: 3,
+        ..CalibConfig::default()
+    };
+    let mut c = calibration(&dir, &out, cfg);
+    c.layer_sqnr = true;
+    let mut events = Vec::new();
+    let outcome = c.run(&mut |e| events.push(e)).unwrap();
+    // Sampling with one progress per batch, the FP32 metric, statistics, the INT8 run, steps,
+    // scales, finished.
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Event::Stage(Stage::Sampling) => "sampling",
+            Event::Stage(Stage::Int8Eval) => "int8",
+            Event::Stage(Stage::Tuning(_)) => "tuning",
+            Event::Progress { .. } => "progress",
+            Event::Fp32Metric(_) => "fp32",
+            Event::LayerStats(_) => "stats",
+            Event::Scale(_) => "scale",
+            Event::Step(_) => "step",
+            Event::Warning(_) => "warning",
+            Event::Finished { .. } => "finished",
+        })
+        .collect();
+    let mut squeezed: Vec<&str> = kinds.clone();
+    squeezed.dedup();
+    assert_eq!(
+        squeezed,
+        [
+            "sampling", "progress", "fp32", "stats", "int8", "progress", "step", "scale",
+            "finished"
+        ],
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "progress").count(), 12 + 12);
+    let Some(Event::Finished { fp32, int8 }) = events.last() else {
+        panic!("no Finished last");
+    };
+    assert_eq!(
+        (*fp32, *int8),
+        (outcome.report.fp32_accuracy, outcome.report.int8_accuracy)
+    );
+    // Histograms reach the app with every method's threshold.
+    let stats = events.iter().find_map(|e| match e {
+        Event::LayerStats(s) => Some(s),
+        _ => None,
+    });
+    let stats = stats.unwrap();
+    assert!(stats.histogram.is_some() && stats.thresholds.len() == 5);
+    assert!(out.is_file());
+    let layer = &outcome.report.layers[0];
+    assert!(layer.sqnr_db_isolated.is_some_and(|s| s > 20.0));
+    assert!(layer.sqnr_db_cumulative.is_some());
+}
+
+#[test]
+fn cancel_stops_within_one_batch_and_writes_nothing() {
+    let Some(dir) = fixture("cifar10_quick") else {
+        return;
+    };
+    let scratch = common::scratch("calib_cancel");
+    let out = scratch.join("q.prototxt");
+    let c = calibration(&dir, &out, CalibConfig::default());
+    let cancel = c.cancel.clone();
+    let mut batches_after = 0;
+    let r = c.run(&mut |e| {
+        if let Event::Progress { done, .. } = e {
+            if cancel.load(Ordering::Relaxed) {
+                batches_after += 1;
+            }
+            if done == 2 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    assert!(matches!(r, Err(CalibError::Cancelled)), "{r:?}");
+    assert_eq!(batches_after, 0);
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}
+
+#[test]
+fn tuning_repairs_what_the_calibrated_configuration_loses() {
+    // MobileNet with Intel's defaults loses about 12 points; a few tuning steps must recover
+    // some of it, each kept step never worse than the one before.
+    let Some(dir) = fixture("mobilenet_cifar") else {
+        return;
+    };
+    let scratch = common::scratch("calib_tuning");
+    let out = scratch.join("q.prototxt");
+    let cfg = CalibConfig {
+        iterations: 4,
+        sampling_iterations: 4,
+        blob_name: "accuracy".into(),
+        ..CalibConfig::default()
+    };
+    let mut c = calibration(&dir, &out, cfg);
+    c.max_steps = 4;
+    let outcome = c.run(&mut |_| {}).unwrap();
+    let r = &outcome.report;
+    assert_eq!(r.steps[0].action, Action::Calibrate);
+    assert!(r.steps.len() <= 5);
+    assert!(
+        r.int8_accuracy > r.steps[0].accuracy + 0.01,
+        "{:?}",
+        r.steps
+    );
+    let mut best = r.steps[0].accuracy;
+    for s in r.steps.iter().skip(1).filter(|s| s.kept) {
+        assert!(s.accuracy >= best - 1e-6, "{:?}", r.steps);
+        best = s.accuracy;
+    }
+    assert_eq!(best, r.int8_accuracy);
+    assert!(matches!(r.stop, Stop::MaxSteps | Stop::WithinTolerance));
+    let got = evaluate(&out, &dir.join("weights.caffemodel"), "accuracy", 4);
+    assert!(
+        (got - r.int8_accuracy).abs() < 1e-9,
+        "{got} vs {}",
+        r.int8_accuracy
+    );
+}
+
+#[test]
+fn tuning_none_measures_once_with_intels_rules() {
+    let Some(dir) = fixture("cifar10_quick") else {
+        return;
+    };
+    let scratch = common::scratch("calib_none");
+    let out = scratch.join("q.prototxt");
+    let cfg = CalibConfig {
+        iterations: 3,
+        tuning: TuningStrategy::None,
+        accuracy_loss: 0.0,
+        ..CalibConfig::default()
+    };
+    let outcome = calibration(&dir, &out, cfg).run(&mut |_| {}).unwrap();
+    assert_eq!(outcome.report.steps.len(), 1);
+    assert_eq!(outcome.report.stop, Stop::NotTuned);
+}
+
+#[test]
+fn refused_settings_name_the_problem() {
+    let Some(dir) = fixture("lenet_mnist") else {
+        return;
+    };
+    let scratch = common::scratch("calib_refused");
+    let out = scratch.join("q.prototxt");
+    let run = |cfg: CalibConfig, out: &Path| {
+        calibration(&dir, out, cfg)
+            .run(&mut |_| {})
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = run(
+        CalibConfig {
+            iterations: 0,
+            ..CalibConfig::default()
+        },
+        &out,
+    );
+    assert!(e.contains("Iterations"), "{e}");
+    let e = run(
+        CalibConfig {
+            blob_name: "acc".into(),
+            ..CalibConfig::default()
+        },
+        &out,
+    );
+    assert!(e.contains("accuracy"), "candidates listed: {e}");
+    let e = run(
+        CalibConfig {
+            accuracy_loss: 1.0,
+            ..CalibConfig::default()
+        },
+        &out,
+    );
+    assert!(e.contains("AccuracyLoss"), "{e}");
+    // The model itself as the output.
+    let e = run(CalibConfig::default(), &dir.join("test.prototxt"));
+    assert!(e.contains("overwrite an input"), "{e}");
+    // An output folder that does not exist: nothing is written anywhere.
+    let e = run(CalibConfig::default(), &scratch.join("missing/q.prototxt"));
+    assert!(e.contains("missing"), "{e}");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}
