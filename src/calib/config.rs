@@ -118,6 +118,8 @@ pub struct CalibConfig {
     pub detection: bool,
     /// Feed the first convolution u8 input prepared by the data layer (`-fu`).
     pub first_conv_force_u8: bool,
+    /// With `-fu`: keep the first convolution's weight scales instead of halving them (`-clx`).
+    pub clx: bool,
     /// Batches sampled for statistics (`-s`).
     pub sampling_iterations: usize,
     pub weight_scaling: WeightScaling,
@@ -151,6 +153,7 @@ impl Default for CalibConfig {
             accuracy_loss: 0.01,
             detection: false,
             first_conv_force_u8: false,
+            clx: false,
             sampling_iterations: 10,
             weight_scaling: WeightScaling::Single,
             scale_method: ScaleMethod::Direct,

@@ -7,6 +7,7 @@
 pub mod batches;
 pub mod config;
 pub mod events;
+pub mod force_u8;
 pub mod measure;
 pub mod methods;
 pub mod metric_blob;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::config::{CalibConfig, ScaleMethod};
+use super::force_u8::ForceU8Files;
 use super::measure::with_table;
 use super::run::{CalibError, Calibration};
 use super::tune::{Step, Stop, Tuned};
@@ -90,11 +91,20 @@ pub struct LayerReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct ForceU8Paths {
+    pub prototxt: String,
+    pub weights: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub tool: Tool,
     pub settings: Settings,
     pub inputs: Inputs,
     pub output: String,
+    /// With `-fu`: the force-u8 prototxt and the new weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_u8: Option<ForceU8Paths>,
     pub metric_blob: String,
     pub fp32_accuracy: f64,
     pub int8_accuracy: f64,
@@ -118,6 +128,7 @@ pub struct Parts<'a> {
     pub sqnr: Option<&'a BTreeMap<String, (f64, f64)>>,
     pub timings: Timings,
     pub output: &'a Path,
+    pub force_u8: Option<&'a ForceU8Files>,
 }
 
 /// The lowercase hex SHA-256 of a file, read in chunks.
@@ -222,6 +233,10 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
             weights: input(&c.weights)?,
         },
         output: p.output.display().to_string(),
+        force_u8: p.force_u8.map(|f| ForceU8Paths {
+            prototxt: f.prototxt.display().to_string(),
+            weights: f.weights.display().to_string(),
+        }),
         metric_blob: p.metric_blob.to_string(),
         fp32_accuracy: p.fp32,
         int8_accuracy: p.tuned.accuracy,

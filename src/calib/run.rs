@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::batches::{BUDGET, Recorded, Recorder, bytes_of};
 use super::config::{CalibConfig, ConfigError, ScaleMethod, TuningStrategy};
 use super::events::{BlobStats, Event, LayerScale, Stage};
+use super::force_u8::{ForceU8, ForceU8Files};
 use super::measure::NetMeasure;
 use super::methods::{gather_for, threshold};
 use super::metric_blob::MetricBlobs;
@@ -84,6 +85,8 @@ pub struct Outcome {
     pub report: Report,
     /// Notes of the export (blocks the input had that were replaced, …).
     pub notes: Vec<String>,
+    /// With `-fu`: the force-u8 prototxt and the new weights.
+    pub force_u8: Option<ForceU8Files>,
 }
 
 impl Calibration {
@@ -139,6 +142,10 @@ impl Calibration {
                 })?,
             b => b.to_string(),
         };
+        let force_u8 = match cfg.first_conv_force_u8 {
+            true => Some(ForceU8::check(&model.net).map_err(CalibError::Invalid)?),
+            false => None,
+        };
         let net = without_quantization(&model.net);
         let metric = match self.quantize_only {
             true => None,
@@ -186,9 +193,17 @@ impl Calibration {
                 start.fp32.insert(l.name.clone());
             }
         }
+        // Tuning may change every quantized layer but a -fu first convolution, which must stay INT8.
+        let locked = force_u8.as_ref().map(|f| net.layers[f.conv].name.clone());
+        if let Some(name) = locked.as_ref().filter(|n| start.fp32.contains(*n)) {
+            return Err(CalibError::Invalid(format!(
+                "-fu: the first convolution '{name}' must run INT8, but it is pinned or its input is unusable"
+            )));
+        }
         let order: Vec<String> = layers
             .iter()
             .map(|&id| net.layers[id].name.clone())
+            .filter(|n| Some(n) != locked.as_ref())
             .collect();
         let t = Instant::now();
         // The measurements and the loop both report: one sink shared by both.
@@ -265,6 +280,13 @@ impl Calibration {
             .map(|l| (l.name.clone(), tuned.table.get(&l.name).cloned()))
             .collect();
         let notes = crate::model::export::write(&model.prototxt, &full, &out)?;
+        let force_u8 = match force_u8 {
+            Some(f) => Some(
+                f.write(&model.net, &tuned.table, &out, &self.weights, cfg.clx)
+                    .map_err(CalibError::Invalid)?,
+            ),
+            None => None,
+        };
         let int8 = tuned.accuracy;
         events(Event::Finished { fp32, int8 });
         let first = tuned.steps.first().map_or(0.0, |s| s.seconds);
@@ -284,9 +306,11 @@ impl Calibration {
             sqnr: sqnr.as_ref(),
             timings,
             output: &out,
+            force_u8: force_u8.as_ref(),
         })?;
         Ok(Outcome {
             output: out,
+            force_u8,
             table: tuned.table,
             report,
             notes,

@@ -153,6 +153,7 @@ impl Args {
             accuracy_loss: self.accuracy_loss,
             detection: self.detection == 1,
             first_conv_force_u8: self.force_u8,
+            clx: self.clx,
             sampling_iterations: self.sampling_iterations,
             weight_scaling: if self.weights_channel == "multiple" {
                 WeightScaling::Multiple
@@ -176,9 +177,11 @@ impl Args {
                 "-wi (Winograd-aware statistics) is refused: Intel's tool crashes with it in every version, so there is no behaviour to reproduce"
             );
         }
-        let missing = [(cfg.first_conv_force_u8, "-fu"), (cfg.detection, "-d 1")];
-        if let Some((_, what)) = missing.iter().find(|(on, _)| *on) {
-            anyhow::bail!("{what} is not implemented yet");
+        if cfg.detection {
+            anyhow::bail!("-d 1 is not implemented yet");
+        }
+        if self.clx && !self.force_u8 {
+            anyhow::bail!("-clx only applies with -fu");
         }
         Ok(cfg)
     }
@@ -351,6 +354,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     for note in &outcome.notes {
         eprintln!("note: {note}");
+    }
+    if let Some(f) = &outcome.force_u8 {
+        println!(
+            "-fu: wrote {} and {} (use them together)",
+            f.prototxt.display(),
+            f.weights.display()
+        );
     }
     let r = &outcome.report;
     let quantized = r.layers.iter().filter(|l| l.scale_in.is_some()).count();

@@ -135,7 +135,7 @@ fn read_images(
             .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         let mut out = batch.index_axis_mut(ndarray::Axis(0), i);
         transform
-            .apply(img.view(), &mut out)
+            .apply(img.view(), &mut out, true)
             .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
     }
     Ok(batch.into_dyn())

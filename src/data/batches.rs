@@ -131,11 +131,10 @@ impl Batches {
     fn push(
         &mut self,
         t: &Transform,
-        img: &Array3<f32>,
-        label: f32,
+        (img, label, through_opencv): (Array3<f32>, f32, bool),
     ) -> Result<Option<Batch>, String> {
         let mut out = self.batch.data.index_axis_mut(Axis(0), self.filled);
-        t.apply(img.view(), &mut out)?;
+        t.apply(img.view(), &mut out, through_opencv)?;
         self.batch.labels[self.filled] = label;
         self.filled += 1;
         if self.filled < self.batch.labels.len() {
@@ -158,8 +157,8 @@ fn db_loop(
     loop {
         let mut stop = false;
         let result = super::lmdb::with_records(dir, |key, value| {
-            let item = decode_record(value, annotated, t.color)
-                .and_then(|(img, label)| batches.push(t, &img, label));
+            let item =
+                decode_record(value, annotated, t.color).and_then(|record| batches.push(t, record));
             let sent = match item {
                 Ok(None) => return ControlFlow::Continue(()),
                 Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
@@ -283,7 +282,7 @@ fn list_loop(
     for i in (0..list.entries.len()).cycle() {
         let item = list
             .load(i)
-            .and_then(|(img, label)| batches.push(t, &img, label));
+            .and_then(|(img, label)| batches.push(t, (img, label, true)));
         let sent = match item {
             Ok(None) => continue,
             Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
@@ -302,7 +301,7 @@ fn decode_record(
     value: &[u8],
     annotated: bool,
     color: ColorMode,
-) -> Result<(ndarray::Array3<f32>, f32), String> {
+) -> Result<(ndarray::Array3<f32>, f32, bool), String> {
     let datum = if annotated {
         AnnotatedDatum::decode(value)
             .map_err(|e| format!("not an AnnotatedDatum: {e}"))?
@@ -312,7 +311,7 @@ fn decode_record(
         Datum::decode(value).map_err(|e| format!("not a Datum: {e}"))?
     };
     let img = datum::decode(&datum, color)?;
-    Ok((img, datum.label() as f32))
+    Ok((img, datum.label() as f32, datum.encoded()))
 }
 
 #[cfg(test)]

@@ -19,16 +19,16 @@ pub fn data_tops(layer: &Layer, base: &Path) -> Result<Vec<Shape>, String> {
     let n_tops = layer.tops.len();
     let mut tops = match source {
         DataSource::Db(p) | DataSource::Box(p) => {
-            let (c, h, w) = db_record_size(p, base, false)?;
-            let (h, w) = transformed(transform, h, w);
+            let (c, h, w, encoded) = db_record_size(p, base, false)?;
+            let (h, w) = transformed(transform, h, w, encoded);
             vec![
                 vec![batch(p.batch_size)?, c, h, w],
                 vec![batch(p.batch_size)?],
             ]
         }
         DataSource::Annotated(p, anno) => {
-            let (c, h, w) = db_record_size(p, base, true)?;
-            let (h, w) = transformed(transform, h, w);
+            let (c, h, w, encoded) = db_record_size(p, base, true)?;
+            let (h, w) = transformed(transform, h, w, encoded);
             let label = if anno.anno_type.is_some() || n_tops > 1 {
                 vec![1, 1, 1, 8]
             } else {
@@ -38,7 +38,7 @@ pub fn data_tops(layer: &Layer, base: &Path) -> Result<Vec<Shape>, String> {
         }
         DataSource::ImageList(p) => {
             let (c, h, w) = image_list_size(p, base)?;
-            let (h, w) = transformed(transform, h, w);
+            let (h, w) = transformed(transform, h, w, true);
             vec![
                 vec![batch(p.batch_size)?, c, h, w],
                 vec![batch(p.batch_size)?],
@@ -73,12 +73,13 @@ fn batch(b: Option<u32>) -> Result<usize, String> {
     }
 }
 
-/// (channels, height, width) of the first record of an LMDB of `Datum` (or `AnnotatedDatum`).
+/// (channels, height, width, encoded) of the first record of an LMDB of `Datum` (or
+/// `AnnotatedDatum`).
 fn db_record_size(
     p: &caffe::DataParameter,
     base: &Path,
     annotated: bool,
-) -> Result<(usize, usize, usize), String> {
+) -> Result<(usize, usize, usize, bool), String> {
     if p.backend() == caffe::data_parameter::Db::Leveldb && p.backend.is_some() {
         return Err("LevelDB sources are not supported; convert the database to LMDB".into());
     }
@@ -107,7 +108,7 @@ fn db_record_size(
     };
     if datum.encoded() {
         return image::header_size(datum.data())
-            .map(|(h, w, c)| (c, h, w))
+            .map(|(h, w, c)| (c, h, w, true))
             .map_err(|e| format!("{}: record '{key}': {e}", dir.display()));
     }
     let dims = [datum.channels(), datum.height(), datum.width()];
@@ -117,7 +118,7 @@ fn db_record_size(
             dir.display()
         ));
     }
-    Ok((dims[0] as usize, dims[1] as usize, dims[2] as usize))
+    Ok((dims[0] as usize, dims[1] as usize, dims[2] as usize, false))
 }
 
 /// (channels, height, width) of the first image of an ImageData list, after `new_height`/`new_width`.
@@ -151,8 +152,21 @@ fn image_list_size(
     }
 }
 
-/// Height and width after the TEST transform: SSD's resize, then the centre crop.
-fn transformed(t: &TransformationParameter, h: usize, w: usize) -> (usize, usize) {
+/// Height and width after the TEST transform: SSD's resize, the centre crop, then Intel's `pad` on
+/// each side for images decoded through OpenCV (`through_opencv`; raw datums ignore it, spec §4.6).
+fn transformed(
+    t: &TransformationParameter,
+    h: usize,
+    w: usize,
+    through_opencv: bool,
+) -> (usize, usize) {
+    let (h, w) = cropped(t, h, w);
+    let pad = if through_opencv { t.pad() as usize } else { 0 };
+    (h + 2 * pad, w + 2 * pad)
+}
+
+/// Height and width after SSD's resize and the centre crop.
+fn cropped(t: &TransformationParameter, h: usize, w: usize) -> (usize, usize) {
     let (mut h, mut w) = (h, w);
     if let Some(r) = &t.resize_param
         && r.prob() > 0.0

@@ -1,6 +1,7 @@
 //! Caffe's TEST-phase `transform_param`: centre crop, then (pixel − mean) × scale, with the mean from a
 //! `.binaryproto` mean file (cropped at the same offsets) or per-channel mean values (one value for all
-//! channels). TEST never mirrors.
+//! channels). TEST never mirrors. Intel's `pad` (written by its calibrator's `-fu`, spec §4.6) is
+//! applied as Intel Caffe applies it, border quirk included.
 
 use std::path::Path;
 
@@ -23,6 +24,8 @@ pub enum Mean {
 pub struct Transform {
     pub scale: f32,
     pub crop: Option<(usize, usize)>,
+    /// Intel's `pad`: zero pixels around the crop, for images decoded through OpenCV only.
+    pub pad: usize,
     pub mean: Mean,
     pub color: ColorMode,
 }
@@ -54,20 +57,29 @@ impl Transform {
             (false, true) => ColorMode::Gray,
             _ => ColorMode::Native,
         };
+        if p.pad() > 0 && matches!(mean, Mean::File(_)) {
+            return Err("pad with a mean_file: Intel Caffe pads only with mean values".into());
+        }
         Ok(Self {
             scale: p.scale(),
             crop,
+            pad: p.pad() as usize,
             mean,
             color,
         })
     }
 
     /// Applies the transform to one image (C×H×W), writing into `out` (C×H'×W').
+    /// `through_opencv`: the image was decoded (an encoded datum or an image file), so `pad` applies.
     pub fn apply(
         &self,
         img: ArrayView3<f32>,
         out: &mut ndarray::ArrayViewMut3<f32>,
+        through_opencv: bool,
     ) -> Result<(), String> {
+        if self.pad > 0 && through_opencv {
+            return self.apply_padded(img, out);
+        }
         let (c, h, w) = img.dim();
         let (oh, ow) = self.crop.unwrap_or((h, w));
         if oh > h || ow > w {
@@ -113,6 +125,60 @@ impl Transform {
     }
 }
 
+impl Transform {
+    /// Intel's padded transform (§4.6): the crop surrounded by `pad` zero pixels; a border position
+    /// stores 0, any other nearbyint((pixel − mean)·scale). Intel's border test is `y > H − pad`
+    /// (H the padded height), so the first padded row and column past the crop are not border: they
+    /// store the transformed 0 pixel.
+    fn apply_padded(
+        &self,
+        img: ArrayView3<f32>,
+        out: &mut ndarray::ArrayViewMut3<f32>,
+    ) -> Result<(), String> {
+        let (c, h, w) = img.dim();
+        let (ch, cw) = self.crop.unwrap_or((h, w));
+        if ch > h || cw > w {
+            return Err(format!("crop {ch}×{cw} is larger than the image {h}×{w}"));
+        }
+        let p = self.pad;
+        let (ph, pw) = (ch + 2 * p, cw + 2 * p);
+        if out.dim() != (c, ph, pw) {
+            return Err(format!(
+                "the image is {c}×{ph}×{pw} after cropping and padding, the net expects {:?}",
+                out.dim()
+            ));
+        }
+        let means: Vec<f32> = match &self.mean {
+            Mean::None => vec![0.0; c],
+            Mean::Values(m) if m.len() == 1 => vec![m[0]; c],
+            Mean::Values(m) if m.len() == c => m.clone(),
+            Mean::Values(m) => return Err(format!("{} mean values for {c} channels", m.len())),
+            Mean::File(_) => return Err("pad with a mean_file".into()),
+        };
+        let (y0, x0) = ((h - ch) / 2, (w - cw) / 2);
+        let border = |y: usize, x: usize| y < p || x < p || y > ph - p || x > pw - p;
+        for (k, &mean) in means.iter().enumerate() {
+            for y in 0..ph {
+                for x in 0..pw {
+                    // The zero-padded crop's pixel.
+                    let inside = (p..p + ch).contains(&y) && (p..p + cw).contains(&x);
+                    let pixel = if inside {
+                        img[[k, y0 + y - p, x0 + x - p]]
+                    } else {
+                        0.0
+                    };
+                    out[[k, y, x]] = if border(y, x) {
+                        0.0
+                    } else {
+                        ((pixel - mean) * self.scale).round_ties_even()
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A mean `.binaryproto` (a BlobProto 1×C×H×W) as C×H×W.
 fn read_mean_file(path: &Path, base: &Path, given: &str) -> Result<Array3<f32>, String> {
     let bytes = std::fs::read(path).map_err(|e| {
@@ -135,4 +201,36 @@ fn read_mean_file(path: &Path, base: &Path, given: &str) -> Result<Array3<f32>, 
         }
     };
     Array3::from_shape_vec(chw, b.data.into_raw_vec_and_offset().0).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array3, arr2};
+
+    #[test]
+    fn intel_pad_rounds_inside_and_misses_the_last_border_row_and_column() {
+        let t = Transform {
+            scale: 0.5,
+            crop: None,
+            pad: 1,
+            mean: Mean::Values(vec![10.0]),
+            color: ColorMode::Native,
+        };
+        let img = Array3::from_shape_vec((1, 2, 2), vec![20.0, 13.0, 11.0, 255.0]).unwrap();
+        let mut out = Array3::<f32>::zeros((1, 4, 4));
+        t.apply(img.view(), &mut out.view_mut(), true).unwrap();
+        // (v − 10)·0.5 rounded half to even: 20 → 5, 13 → 2, 11 → 0, 255 → 122, a 0 pixel → −5.
+        let want = arr2(&[
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 5.0, 2.0, -5.0],
+            [0.0, 0.0, 122.0, -5.0],
+            [0.0, -5.0, -5.0, -5.0],
+        ]);
+        assert_eq!(out.index_axis(ndarray::Axis(0), 0), want);
+        // A raw datum ignores pad, and is not rounded.
+        let mut raw = Array3::<f32>::zeros((1, 2, 2));
+        t.apply(img.view(), &mut raw.view_mut(), false).unwrap();
+        assert_eq!(raw.into_raw_vec_and_offset().0, [5.0, 1.5, 0.5, 122.5]);
+    }
 }

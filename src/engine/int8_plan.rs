@@ -141,7 +141,11 @@ impl Int8Plan {
                         Int8Conv::new(&w, &b, g, (outputs, channels), &params).map_err(err)?;
                     let spec = InputSpec {
                         ty: *input,
-                        scale: quant.scale_in,
+                        scale: if quant.force_u8_input {
+                            1.0
+                        } else {
+                            quant.scale_in
+                        },
                         flat,
                     };
                     Int8Layer::Conv(Box::new(conv), spec)

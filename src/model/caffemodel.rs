@@ -92,3 +92,58 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> {
         layers,
     })
 }
+
+/// A blob to replace in a caffemodel copy: the layer, the blob's index, its new values.
+#[derive(Debug, Clone)]
+pub struct BlobEdit {
+    pub layer: String,
+    pub blob: usize,
+    pub values: Vec<f32>,
+}
+
+/// Writes a copy of the caffemodel at `src` to `dst` (temp file + rename) with blobs replaced; each
+/// keeps its shape and its storage (`double_data` stays double). Unknown fields are not kept.
+pub fn write_edited(src: &Path, dst: &Path, edits: &[BlobEdit]) -> Result<(), ModelError> {
+    let bad = |reason: String| ModelError::Caffemodel {
+        path: src.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(src).map_err(|e| ModelError::io(src, e))?;
+    let mut net = NetParameter::decode(bytes.as_slice())
+        .map_err(|e| bad(format!("protobuf decoding failed ({e})")))?;
+    for e in edits {
+        let blobs = net
+            .layer
+            .iter_mut()
+            .find(|l| l.name() == e.layer)
+            .map(|l| &mut l.blobs)
+            .or_else(|| {
+                net.layers
+                    .iter_mut()
+                    .find(|l| l.name() == e.layer)
+                    .map(|l| &mut l.blobs)
+            })
+            .ok_or_else(|| bad(format!("no layer '{}'", e.layer)))?;
+        let b = blobs
+            .get_mut(e.blob)
+            .ok_or_else(|| bad(format!("layer '{}' has no blob {}", e.layer, e.blob)))?;
+        let (n, double) = match (b.data.len(), b.double_data.len()) {
+            (0, d) if d > 0 => (d, true),
+            (f, _) => (f, false),
+        };
+        if n != e.values.len() {
+            return Err(bad(format!(
+                "layer '{}', blob {}: {} values for a blob of {n}",
+                e.layer,
+                e.blob,
+                e.values.len()
+            )));
+        }
+        if double {
+            b.double_data = e.values.iter().map(|&v| f64::from(v)).collect();
+        } else {
+            b.data.clone_from(&e.values);
+        }
+    }
+    super::export::write_atomic(dst, &net.encode_to_vec())
+}

@@ -57,7 +57,7 @@ pub fn quantized_text(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let text = match proto.format {
-        Format::V2 => edit_in_place(proto, table, &model_dir, out_dir, &mut notes)?,
+        Format::V2 => edit_in_place(proto, table, &[], (&model_dir, out_dir), &mut notes)?,
         Format::V1 => {
             notes.push("the model uses the V1 'layers' format; it is written upgraded to V2 (comments are not kept)".into());
             let (mut param, _) = proto.upgraded();
@@ -73,8 +73,8 @@ pub fn quantized_text(
             edit_in_place(
                 &upgraded,
                 &QuantTable::new(),
-                &model_dir,
-                out_dir,
+                &[],
+                (&model_dir, out_dir),
                 &mut notes,
             )?
         }
@@ -148,11 +148,42 @@ fn check_names(proto: &Prototxt, table: &QuantTable) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// A scalar field of a layer's parameter message to set: every `param.key` of the layer replaced by
+/// one `key: value` line per value, where the first one was (or at the end of `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldEdit {
+    pub layer: String,
+    pub param: &'static str,
+    pub key: &'static str,
+    pub values: Vec<String>,
+}
+
+/// `proto`'s own text (V2) with these blocks and field edits, for a file in the same folder.
+pub fn edited_text(
+    proto: &Prototxt,
+    table: &QuantTable,
+    fields: &[FieldEdit],
+) -> Result<String, ModelError> {
+    check_names(proto, table)?;
+    if proto.format != Format::V2 {
+        return Err(ModelError::Net {
+            at: proto.path.display().to_string(),
+            message: "field edits need a V2 prototxt".into(),
+        });
+    }
+    let dir = proto
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    edit_in_place(proto, table, fields, (&dir, &dir), &mut Vec::new())
+}
+
 fn edit_in_place(
     proto: &Prototxt,
     table: &QuantTable,
-    model_dir: &Path,
-    out_dir: &Path,
+    fields: &[FieldEdit],
+    (model_dir, out_dir): (&Path, &Path),
     notes: &mut Vec<String>,
 ) -> Result<String, ModelError> {
     let src = &proto.text;
@@ -164,6 +195,12 @@ fn edit_in_place(
         let name = layer.string("name").unwrap_or_default();
         if let Some(q) = table.get(&name) {
             edits.extend(quant_edit(src, layer, q.as_ref()));
+        }
+        for f in fields.iter().filter(|f| f.layer == name) {
+            edits.extend(field_edits(src, layer, f).map_err(|m| ModelError::Net {
+                at: proto.path.display().to_string(),
+                message: format!("layer '{name}': {m}"),
+            })?);
         }
         for (param, key) in PATH_FIELDS {
             for p in layer.all(param) {
@@ -223,6 +260,36 @@ fn quant_edit(
         }
         (None, None) => None,
     }
+}
+
+/// The edits that give a layer's `param.key` the edit's values.
+fn field_edits(src: &str, layer: &Message, f: &FieldEdit) -> Result<Vec<(Span, String)>, String> {
+    let Some(FieldValue::Message(m)) = layer.first(f.param).map(|p| &p.value) else {
+        return Err(format!("no {} to set {} in", f.param, f.key));
+    };
+    let indent = field_indent(src, m);
+    let lines: Vec<String> = f.values.iter().map(|v| format!("{}: {v}", f.key)).collect();
+    let mut existing = m.all(f.key);
+    let mut edits = Vec::new();
+    match existing.next() {
+        Some(first) if !lines.is_empty() => {
+            edits.push((first.span, lines.join(&format!("\n{indent}"))));
+        }
+        Some(first) => edits.push((whole_lines(src, first.span), String::new())),
+        None => {
+            let close = m.close.start;
+            let line_start = src[..close].rfind('\n').map_or(0, |i| i + 1);
+            let text = if src[line_start..close].trim().is_empty() {
+                let body: String = lines.iter().map(|l| format!("{indent}{l}\n")).collect();
+                return Ok(vec![(Span::new(line_start, line_start), body)]);
+            } else {
+                format!("{} ", lines.join(" "))
+            };
+            edits.push((Span::new(close, close), text));
+        }
+    }
+    edits.extend(existing.map(|e| (whole_lines(src, e.span), String::new())));
+    Ok(edits)
 }
 
 /// `quantization_param { ... }` as lines at the given indentation.
@@ -351,6 +418,34 @@ mod tests {
             PathBuf::from("x")
         );
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+
+    #[test]
+    fn field_edits_replace_in_place_remove_extra_and_append_missing() {
+        let text = "layer {\n  name: \"d\"\n  type: \"Data\"\n  transform_param {\n    mean_value: 1\n    scale: 0.5\n    mean_value: 2\n  }\n}\n";
+        let proto = Prototxt::from_text(text.to_string(), Path::new("/m/t.prototxt")).unwrap();
+        let edit = |key, values: &[&str]| FieldEdit {
+            layer: "d".into(),
+            param: "transform_param",
+            key,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let out = edited_text(
+            &proto,
+            &QuantTable::new(),
+            &[edit("mean_value", &["-3", "-4", "-5"]), edit("pad", &["1"])],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "layer {\n  name: \"d\"\n  type: \"Data\"\n  transform_param {\n    mean_value: -3\n    mean_value: -4\n    mean_value: -5\n    scale: 0.5\n    pad: 1\n  }\n}\n"
+        );
+        let missing = FieldEdit {
+            param: "convolution_param",
+            ..edit("pad", &["0"])
+        };
+        let e = edited_text(&proto, &QuantTable::new(), &[missing]).unwrap_err();
+        assert!(e.to_string().contains("no convolution_param"), "{e}");
     }
 
     #[test]

@@ -91,11 +91,9 @@ pub fn layer_quant(
         }
         Ok(s)
     };
-    let scale_in = if q.force_u8_input() {
-        1.0
-    } else {
-        first("scale_in", &q.scale_in)?
-    };
+    // With force_u8_input the data layer already made u8 codes at this scale; the input reorder
+    // factor is 1.0 (the plan's input spec) but the bias and output factor still use it (§4.2).
+    let scale_in = first("scale_in", &q.scale_in)?;
     let scale_out = match output {
         OutputPrecision::Int8 => first("scale_out", &q.scale_out)?,
         OutputPrecision::F32 => 1.0,
