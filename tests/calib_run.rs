@@ -235,3 +235,55 @@ fn refused_settings_name_the_problem() {
     assert!(e.contains("missing"), "{e}");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }
+
+#[test]
+fn a_layer_whose_input_is_all_zero_is_kept_fp32_with_a_warning() {
+    // LeNet with conv1's weights and bias zeroed: conv2 reads only zeros.
+    let Some(dir) = fixture("lenet_mnist") else {
+        return;
+    };
+    let scratch = common::scratch("calib_zero");
+    let weights = scratch.join("zero.caffemodel");
+    let m = common::load(
+        &dir.join("test.prototxt"),
+        Some(&dir.join("weights.caffemodel")),
+    )
+    .unwrap();
+    let conv1 = m.net.layer("conv1").unwrap();
+    let edits: Vec<_> = conv1
+        .blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| int8cal::model::caffemodel::BlobEdit {
+            layer: "conv1".into(),
+            blob: i,
+            values: vec![0.0; b.data.len()],
+        })
+        .collect();
+    int8cal::model::caffemodel::write_edited(&dir.join("weights.caffemodel"), &weights, &edits)
+        .unwrap();
+    let cfg = CalibConfig {
+        iterations: 2,
+        sampling_iterations: 2,
+        tuning: TuningStrategy::None,
+        ..CalibConfig::default()
+    };
+    let mut c = Calibration::new(dir.join("test.prototxt"), weights, cfg);
+    c.output = Some(scratch.join("q.prototxt"));
+    let mut warnings = Vec::new();
+    let outcome = c
+        .run(&mut |e| {
+            if let Event::Warning(w) = e {
+                warnings.push(w);
+            }
+        })
+        .unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("conv2") && w.contains("all zero")),
+        "{warnings:?}"
+    );
+    assert!(outcome.table.is_empty());
+    assert!(outcome.report.layers.iter().all(|l| l.scale_in.is_none()));
+}

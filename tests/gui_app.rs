@@ -105,7 +105,7 @@ fn broken_prototxt_shows_the_error_and_the_app_keeps_working() {
     );
     let mut h = harness(FakeDialogs {
         model: Some(broken),
-        weights: None,
+        ..FakeDialogs::default()
     });
     open_example(&mut h);
     h.get_by_label("Open model…").click();

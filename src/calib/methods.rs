@@ -120,35 +120,54 @@ fn divergence(hist: &[f64], i: usize) -> f64 {
 /// The threshold among the histogram's bin edges whose quantization (255 levels on [0, M], or 127 per
 /// side on [−M, M]) of the bin centres has the smallest mean squared error, clipping included.
 pub fn mse(hist: &[f64], lo: f64, w: f64, unsigned: bool) -> f64 {
-    let levels = if unsigned { 255.0 } else { 127.0 };
-    let centres: Vec<(f64, f64)> = hist
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0.0)
-        .map(|(i, &c)| (lo + (i as f64 + 0.5) * w, c))
-        .collect();
+    let centres = centres(hist, lo, w);
     let top = centres.iter().fold(0.0f64, |m, (x, _)| m.max(x.abs()));
     if top == 0.0 {
         return 0.0;
     }
-    let error = |t: f64| -> f64 {
-        let step = t / levels;
-        centres
-            .iter()
-            .map(|&(x, c)| {
-                let q = (x / step)
-                    .round()
-                    .clamp(if unsigned { 0.0 } else { -levels }, levels);
-                c * (x - q * step).powi(2)
-            })
-            .sum()
-    };
     // Candidates: 1/2048 .. 2048/2048 of the largest |centre| (the top one is DIRECT's).
     (1..=BINS)
         .map(|k| top * k as f64 / BINS as f64)
-        .map(|t| (error(t), t))
+        .map(|t| (quantization_error(&centres, t, unsigned), t))
         .fold((f64::INFINITY, top), |b, c| if c.0 < b.0 { c } else { b })
         .1
+}
+
+/// The SQNR (dB) of quantizing a histogram's values (at their bin centres) with threshold `t`, as
+/// `mse` quantizes them: what each method's threshold would give, for the app.
+pub fn histogram_sqnr(hist: &[f64], lo: f64, w: f64, t: f64, unsigned: bool) -> f64 {
+    let centres = centres(hist, lo, w);
+    let signal: f64 = centres.iter().map(|(x, c)| c * x * x).sum();
+    let noise = if t > 0.0 {
+        quantization_error(&centres, t, unsigned)
+    } else {
+        signal
+    };
+    crate::engine::sqnr::sqnr_db(signal, noise)
+}
+
+/// The centres and counts of a histogram's non-empty bins.
+fn centres(hist: &[f64], lo: f64, w: f64) -> Vec<(f64, f64)> {
+    hist.iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0.0)
+        .map(|(i, &c)| (lo + (i as f64 + 0.5) * w, c))
+        .collect()
+}
+
+/// Σ count·(x − q(x))² with threshold `t` (> 0): 255 levels on [0, t] or 127 per side.
+fn quantization_error(centres: &[(f64, f64)], t: f64, unsigned: bool) -> f64 {
+    let levels = if unsigned { 255.0 } else { 127.0 };
+    let step = t / levels;
+    centres
+        .iter()
+        .map(|&(x, c)| {
+            let q = (x / step)
+                .round()
+                .clamp(if unsigned { 0.0 } else { -levels }, levels);
+            c * (x - q * step).powi(2)
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -159,6 +178,20 @@ mod tests {
         let mut s = TensorStats::default();
         batches.iter().for_each(|b| s.add_batch(b));
         s
+    }
+
+    #[test]
+    fn histogram_sqnr_rewards_a_threshold_that_fits() {
+        // Values 0.5 (×100) and 100 (×1): a threshold at 100 leaves 0.5 a coarse step; the outlier
+        // dominates the signal, so clipping it to 1 costs far more.
+        let mut hist = vec![0.0; 201];
+        hist[1] = 100.0;
+        hist[200] = 1.0;
+        let (lo, w) = (0.0, 0.5);
+        let fits = histogram_sqnr(&hist, lo, w, 100.25, true);
+        let clips = histogram_sqnr(&hist, lo, w, 1.0, true);
+        assert!(fits > 40.0 && clips < 1.0, "{fits} {clips}");
+        assert_eq!(histogram_sqnr(&hist, lo, w, 0.0, true), 0.0);
     }
 
     #[test]

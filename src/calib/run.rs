@@ -4,7 +4,7 @@
 //! `Event`s; a cancel flag stops the run within one batch, before anything is written.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,8 @@ pub struct Calibration {
     pub time_budget: Option<Duration>,
     /// Layers the user keeps FP32.
     pub pinned: Vec<String>,
+    /// Write the quantized prototxt at the end (the app writes it when the user saves).
+    pub write_output: bool,
     /// Only write the quantized prototxt: no metric, no accuracy runs, no tuning (Intel's `-q`).
     pub quantize_only: bool,
     /// Measure every layer's isolated and cumulative SQNR for the report (tuning measures the
@@ -87,6 +89,57 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// With `-fu`: the force-u8 prototxt and the new weights.
     pub force_u8: Option<ForceU8Files>,
+    /// What re-evaluation after pinning and a later export need.
+    pub retained: Arc<Retained>,
+}
+
+/// What a finished calibration keeps: the model, its statistics and recorded batches, the choices
+/// tuning made, so that pinning layers re-evaluates INT8 without sampling again.
+pub struct Retained {
+    pub model: Model,
+    /// The net without quantization blocks.
+    pub net: Net,
+    pub stats: BTreeMap<String, TensorStats>,
+    pub recorded: Recorded,
+    pub metric: Option<usize>,
+    pub base: PathBuf,
+    pub choices: Choices,
+}
+
+impl std::fmt::Debug for Retained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retained")
+            .field("choices", &self.choices)
+            .field("recorded", &self.recorded.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retained {
+    /// The table and INT8 metric of tuning's choices with `pinned` layers kept FP32 as well.
+    pub fn reevaluate(
+        &self,
+        cfg: &CalibConfig,
+        pinned: &BTreeSet<String>,
+        cancel: &AtomicBool,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(Table, f64), String> {
+        let mut choices = self.choices.clone();
+        choices.fp32.extend(pinned.iter().cloned());
+        let mut m = NetMeasure::new(
+            &self.net,
+            &self.stats,
+            cfg,
+            self.metric,
+            self.base.clone(),
+            &self.recorded,
+            cancel,
+            events,
+        );
+        let table = m.table(&choices)?;
+        let accuracy = m.accuracy(&table)?;
+        Ok((table, accuracy))
+    }
 }
 
 impl Calibration {
@@ -99,6 +152,7 @@ impl Calibration {
             max_steps: 50,
             time_budget: None,
             pinned: Vec::new(),
+            write_output: true,
             quantize_only: false,
             layer_sqnr: false,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -128,7 +182,9 @@ impl Calibration {
                 )));
             }
         }
-        writable_folder(&out)?;
+        if self.write_output {
+            writable_folder(&out)?;
+        }
         let model = Model::load(&self.model, Some(&self.weights), &data_tops)?;
         let metric_blobs = MetricBlobs::of(&model.net);
         cfg.validate(&metric_blobs.names())?;
@@ -273,19 +329,9 @@ impl Calibration {
         if self.cancelled() {
             return Err(CalibError::Cancelled);
         }
-        let full: QuantTable = model
-            .net
-            .layers
-            .iter()
-            .map(|l| (l.name.clone(), tuned.table.get(&l.name).cloned()))
-            .collect();
-        let notes = crate::model::export::write(&model.prototxt, &full, &out)?;
-        let force_u8 = match force_u8 {
-            Some(f) => Some(
-                f.write(&model.net, &tuned.table, &out, &self.weights, cfg.clx)
-                    .map_err(CalibError::Invalid)?,
-            ),
-            None => None,
+        let (notes, force_u8) = match self.write_output {
+            true => self.export(&model, &tuned.table, &out)?,
+            false => (Vec::new(), None),
         };
         let int8 = tuned.accuracy;
         events(Event::Finished { fp32, int8 });
@@ -308,13 +354,57 @@ impl Calibration {
             output: &out,
             force_u8: force_u8.as_ref(),
         })?;
+        let retained = Retained {
+            net,
+            stats,
+            recorded,
+            metric,
+            base,
+            choices: tuned.choices,
+            model,
+        };
         Ok(Outcome {
             output: out,
             force_u8,
             table: tuned.table,
             report,
             notes,
+            retained: Arc::new(retained),
         })
+    }
+
+    /// Writes the quantized prototxt of `table` to `out` (with `-fu` also the force-u8 pair beside
+    /// it): what `run` writes, for the app's "Save" after the run.
+    pub fn export(
+        &self,
+        model: &Model,
+        table: &Table,
+        out: &Path,
+    ) -> Result<(Vec<String>, Option<ForceU8Files>), CalibError> {
+        for input in [&self.model, &self.weights] {
+            if crate::model::export::same_file(input, out) {
+                return Err(CalibError::Invalid(format!(
+                    "{}: the output would overwrite an input file",
+                    out.display()
+                )));
+            }
+        }
+        let full: QuantTable = model
+            .net
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), table.get(&l.name).cloned()))
+            .collect();
+        let notes = crate::model::export::write(&model.prototxt, &full, out)?;
+        let force_u8 = match self.cfg.first_conv_force_u8 {
+            true => Some(
+                ForceU8::check(&model.net)
+                    .and_then(|f| f.write(&model.net, table, out, &self.weights, self.cfg.clx))
+                    .map_err(CalibError::Invalid)?,
+            ),
+            false => None,
+        };
+        Ok((notes, force_u8))
     }
 
     /// A measurement's error: cancellation when the flag is set, else the message.

@@ -293,6 +293,15 @@ impl Terminal {
 /// Exit code when the file is written but the tolerance was not met.
 pub const TOLERANCE_NOT_MET: u8 = 3;
 
+/// The exit codes, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  the quantized prototxt was written and the INT8 metric is within -l of FP32
+     (always with --tuning none or -q, which do not tune)
+  1  an error: bad input, an unreadable model or data, cancelled; nothing was written
+  2  a bad command line
+  3  written, but tuning ran out of --max-steps or --time-budget (or of layers to try) before
+     reaching -l; the best configuration found was written";
+
 /// `-p`: every Convolution but the first at bit widths 8 and scale 1, for timing only (§2.14).
 fn performance_model(args: &Args) -> anyhow::Result<ExitCode> {
     let model =

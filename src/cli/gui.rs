@@ -27,12 +27,27 @@ pub struct Args {
     /// The tab to show.
     #[arg(long, value_enum, default_value_t = TabArg::Graph)]
     pub tab: TabArg,
+    /// Start calibrating once the model is loaded, with the default settings (not the saved ones).
+    #[arg(long)]
+    pub autorun: bool,
+    /// With --autorun: save the quantized prototxt here when the calibration finishes.
+    #[arg(long, value_name = "FILE", requires = "autorun")]
+    pub export: Option<PathBuf>,
+    /// With --autorun: save graph.png, histograms.png, progress.png and compare.png here when done.
+    #[arg(long, value_name = "DIR", requires = "autorun")]
+    pub screenshot_dir: Option<PathBuf>,
+    /// With --autorun: close the window when everything is saved (exit 0, or 1 on any failure).
+    #[arg(long, requires = "autorun")]
+    pub exit_when_done: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
 pub enum TabArg {
     #[default]
     Graph,
+    Histograms,
+    Progress,
+    Compare,
 }
 
 /// The bundled example: `assets/example` of the source tree, or beside the executable.
@@ -69,7 +84,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let tab = match args.tab {
         TabArg::Graph => Tab::Graph,
+        TabArg::Histograms => Tab::Histograms,
+        TabArg::Progress => Tab::Progress,
+        TabArg::Compare => Tab::Compare,
     };
+    if let Some(dir) = &args.screenshot_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--screenshot-dir {}: {e}", dir.display()))?;
+    }
     gui::run(StartOptions {
         model,
         weights,
@@ -77,5 +99,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tab,
         measure_frames: args.measure_frames,
         select: args.select,
+        autorun: args.autorun,
+        export: args.export,
+        screenshot_dir: args.screenshot_dir,
+        exit_when_done: args.exit_when_done,
     })
 }

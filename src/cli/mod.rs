@@ -32,6 +32,7 @@ pub enum Command {
     /// Time the FP32 forward pass.
     Bench(bench::Args),
     /// Calibrate a model for INT8 with Intel's calibrator flags and write the quantized prototxt.
+    #[command(after_help = calibrate::EXIT_CODES)]
     Calibrate(calibrate::Args),
     /// Open the desktop app (the default when no subcommand is given), on the bundled example unless a
     /// model is given.

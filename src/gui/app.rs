@@ -2,26 +2,49 @@
 //! details on the right, a log strip below. Loading and file dialogs run off the UI thread; errors show
 //! in the window. `App::show` draws everything into a `Ui`, so tests drive the real app without eframe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
 use egui::{Color32, RichText};
 
-use super::dialogs::{DialogKind, Dialogs};
+use super::calib_job::{CalibJob, CalibView};
+use super::dialogs::{DialogKind, Dialogs, SaveKind};
 use super::graph::view::GraphView;
 use super::loader::{LoadJob, Loaded};
 use super::settings::SettingsForm;
+use super::tabs::colors::{self, ColorMode};
+use super::tabs::compare::{CompareAction, CompareState};
+use super::tabs::{compare, histograms, progress};
 use super::{details, theme};
 use crate::calib::CalibConfig;
 use crate::calib::metric_blob::MetricBlobs;
+use crate::calib::run::Calibration;
+
+mod calibration;
 
 /// The tabs of the central area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tab {
     #[default]
     Graph,
+    Histograms,
+    Progress,
+    Compare,
+}
+
+impl Tab {
+    pub const ALL: [Self; 4] = [Self::Graph, Self::Histograms, Self::Progress, Self::Compare];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Graph => "Graph",
+            Self::Histograms => "Histograms",
+            Self::Progress => "Progress",
+            Self::Compare => "Compare",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +89,18 @@ pub struct App {
     weights_for_next: Option<PathBuf>,
     /// A layer to select once the next load finishes.
     pub select_after_load: Option<String>,
+    /// The running calibration or re-evaluation, and what the views show of the last one.
+    calib: Option<CalibJob>,
+    pub calib_view: CalibView,
+    /// The settings the shown calibration ran with (its export repeats them).
+    last_calibration: Option<Calibration>,
+    /// Layers the user keeps FP32.
+    pub pinned: BTreeSet<String>,
+    pub color_mode: ColorMode,
+    compare: CompareState,
+    save_dialog: Option<(SaveKind, Receiver<Option<PathBuf>>)>,
+    /// The last export's outcome, shown under the buttons.
+    pub export_status: Option<Result<String, String>>,
 }
 
 impl std::fmt::Debug for App {
@@ -94,6 +129,14 @@ impl App {
             title: String::new(),
             weights_for_next: None,
             select_after_load: None,
+            calib: None,
+            calib_view: CalibView::default(),
+            last_calibration: None,
+            pinned: BTreeSet::new(),
+            color_mode: ColorMode::Category,
+            compare: CompareState::default(),
+            save_dialog: None,
+            export_status: None,
         }
     }
 
@@ -125,9 +168,17 @@ impl App {
         }));
     }
 
-    /// True while a load or a dialog is pending.
+    /// True while a load, a calibration or a dialog is pending.
     pub fn busy(&self) -> bool {
-        self.job.is_some() || self.dialog.is_some()
+        self.job.is_some()
+            || self.dialog.is_some()
+            || self.calibrating()
+            || self.save_dialog.is_some()
+    }
+
+    /// True while a calibration or re-evaluation runs.
+    pub fn calibrating(&self) -> bool {
+        self.calib.as_ref().is_some_and(CalibJob::running)
     }
 
     /// The model currently shown.
@@ -138,6 +189,8 @@ impl App {
     }
 
     fn poll(&mut self, ctx: &egui::Context) {
+        self.poll_calibration();
+        self.poll_save_dialog();
         if let Some(job) = &self.job
             && let Some(result) = job.poll()
         {
@@ -307,6 +360,7 @@ impl App {
             .resizable(true)
             .show(ui, |ui| self.log_panel(ui));
         if let Some(n) = self.view.selected
+            && self.tab == Tab::Graph
             && let Some(l) = &self.loaded
             && let Some(node) = l.graph.nodes.get(n)
         {
@@ -423,38 +477,69 @@ impl App {
                 .settings
                 .insert(key, self.settings.config.clone());
         }
+        ui.separator();
+        self.run_buttons(ui, ctx);
+    }
+
+    /// Calibrate / Cancel, and the saves once a calibration finished.
+    fn run_buttons(&mut self, ui: &mut egui::Ui, ctx: &egui::Context) {
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(self.can_calibrate(), egui::Button::new("Calibrate"))
+                .on_hover_text(
+                    "Sample, calibrate and tune with these settings (runs in the background)",
+                )
+                .clicked()
+            {
+                self.start_calibration(ctx);
+            }
+            if ui
+                .add_enabled(self.calibrating(), egui::Button::new("Cancel"))
+                .on_hover_text("Stop within one batch; nothing is written")
+                .clicked()
+            {
+                self.cancel_calibration();
+            }
+            if self.calibrating() {
+                ui.spinner();
+            }
+        });
+        let done =
+            self.calib_view.outcome.is_some() && self.save_dialog.is_none() && !self.calibrating();
+        if ui
+            .add_enabled(done, egui::Button::new("Save quantized prototxt…"))
+            .clicked()
+        {
+            self.ask_save(SaveKind::QuantizedPrototxt);
+        }
+        if ui
+            .add_enabled(done, egui::Button::new("Save report…"))
+            .clicked()
+        {
+            self.ask_save(SaveKind::Report);
+        }
+        match &self.export_status {
+            Some(Ok(m)) => {
+                ui.weak(m);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(theme::error_color(ui.visuals()), e);
+            }
+            None => {}
+        }
     }
 
     fn central(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            ui.selectable_value(&mut self.tab, Tab::Graph, "Graph");
-            ui.separator();
-            let label = ui.label("Search layer");
-            let r = ui
-                .add(
-                    egui::TextEdit::singleline(&mut self.search)
-                        .hint_text("name")
-                        .desired_width(180.0),
-                )
-                .labelled_by(label.id);
-            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter))
-                || r.changed() && !self.search.is_empty()
-            {
-                self.search_now();
+        ui.horizontal_wrapped(|ui| {
+            for t in Tab::ALL {
+                ui.selectable_value(&mut self.tab, t, t.label());
             }
-            if ui
-                .button("Fit")
-                .on_hover_text("Fit the graph to the window (or double-click the background)")
-                .clicked()
-            {
-                self.view.fit_pending = true;
+            if matches!(self.tab, Tab::Graph | Tab::Histograms) {
+                ui.separator();
+                self.search_box(ui);
             }
-            if let Some(l) = &self.loaded {
-                ui.weak(format!(
-                    "{} layers · {} nodes",
-                    l.model.net.layers.len(),
-                    l.graph.nodes.len()
-                ));
+            if self.tab == Tab::Graph {
+                self.graph_controls(ui);
             }
         });
         if let Some(e) = &self.error {
@@ -469,9 +554,24 @@ impl App {
                 });
         }
         match &self.loaded {
+            Some(_) if self.tab != Tab::Graph => self.calibration_tab(ui),
             Some(l) => {
                 let l = l.as_ref();
+                self.view.node_colors = match &self.calib_view.outcome {
+                    Some(o) => colors::node_colors(
+                        &l.model.net,
+                        &l.graph,
+                        &o.report.layers,
+                        &self.pinned,
+                        self.color_mode,
+                    ),
+                    None => Vec::new(),
+                };
+                let rect = ui.available_rect_before_wrap();
                 self.view.show(ui, &l.model.net, &l.graph, &l.layout);
+                if self.calib_view.outcome.is_some() {
+                    colors::legend(ui, rect, self.color_mode);
+                }
             }
             None if self.job.is_some() => {
                 ui.centered_and_justified(|ui| ui.spinner());
@@ -480,6 +580,86 @@ impl App {
                 ui.centered_and_justified(|ui| {
                     ui.label("Open a model prototxt, or drop one on the window.")
                 });
+            }
+        }
+    }
+
+    /// The layer search (it selects the layer in the graph and the histograms).
+    fn search_box(&mut self, ui: &mut egui::Ui) {
+        let label = ui.label("Search layer");
+        let r = ui
+            .add(
+                egui::TextEdit::singleline(&mut self.search)
+                    .hint_text("name")
+                    .desired_width(180.0),
+            )
+            .labelled_by(label.id);
+        if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter))
+            || r.changed() && !self.search.is_empty()
+        {
+            self.search_now();
+        }
+    }
+
+    /// Fit, the colour mode after a calibration, and the net's size.
+    fn graph_controls(&mut self, ui: &mut egui::Ui) {
+        if ui
+            .button("Fit")
+            .on_hover_text("Fit the graph to the window (or double-click the background)")
+            .clicked()
+        {
+            self.view.fit_pending = true;
+        }
+        if self.calib_view.outcome.is_some() {
+            ui.separator();
+            ui.label("Colour");
+            ui.selectable_value(&mut self.color_mode, ColorMode::Category, "type");
+            ui.selectable_value(&mut self.color_mode, ColorMode::Precision, "precision");
+            ui.selectable_value(&mut self.color_mode, ColorMode::Sqnr, "SQNR");
+        }
+        if let Some(l) = &self.loaded {
+            ui.weak(format!(
+                "{} layers · {} nodes",
+                l.model.net.layers.len(),
+                l.graph.nodes.len()
+            ));
+        }
+    }
+
+    /// The Histograms, Progress and Compare tabs.
+    fn calibration_tab(&mut self, ui: &mut egui::Ui) {
+        let Some(l) = &self.loaded else { return };
+        let ctx = ui.ctx().clone();
+        match self.tab {
+            Tab::Graph => {}
+            Tab::Progress => {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    progress::show(ui, &self.calib_view, self.calibrating());
+                });
+            }
+            Tab::Histograms => {
+                let layer = self
+                    .view
+                    .selected
+                    .and_then(|n| l.graph.nodes.get(n))
+                    .map(|n| n.layer);
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    histograms::show(ui, &l.model.net, layer, &self.calib_view);
+                });
+            }
+            Tab::Compare => {
+                let actions = compare::show(ui, &self.calib_view, &self.pinned, &mut self.compare);
+                for a in actions {
+                    match a {
+                        CompareAction::TogglePin(name) => self.toggle_pin(&name),
+                        CompareAction::Reevaluate => self.reevaluate(&ctx),
+                        CompareAction::Select(name) => {
+                            self.search = name;
+                            self.search_now();
+                            self.tab = Tab::Histograms;
+                        }
+                    }
+                }
             }
         }
     }

@@ -2,13 +2,16 @@
 //! persistence of settings and recent files, and headless screenshots. The UI itself is `app::App`.
 
 pub mod app;
+pub mod calib_job;
 pub mod details;
 pub mod dialogs;
 pub mod frames;
 pub mod graph;
 pub mod loader;
 pub mod screenshot;
+pub mod script;
 pub mod settings;
+pub mod tabs;
 pub mod theme;
 
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use app::{App, LogLevel, Persisted, Tab};
 use dialogs::SystemDialogs;
 use frames::FrameMeter;
 use screenshot::ScreenshotPlan;
+use script::Script;
 
 /// How the window starts.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +36,11 @@ pub struct StartOptions {
     pub select: Option<String>,
     /// Measure this many frames of continuous panning once loaded, print the frame times and exit.
     pub measure_frames: Option<usize>,
+    /// Calibrate on open with the default settings (`--autorun`), then export and screenshot.
+    pub autorun: bool,
+    pub export: Option<PathBuf>,
+    pub screenshot_dir: Option<PathBuf>,
+    pub exit_when_done: bool,
 }
 
 /// The renderers eframe can use.
@@ -137,8 +146,8 @@ fn run_with(
             RendererChoice::Wgpu => eframe::Renderer::Wgpu,
             RendererChoice::Glow => eframe::Renderer::Glow,
         },
-        // Screenshot runs must not read or change the user's saved state.
-        persist_window: options.screenshot.is_none() && options.measure_frames.is_none(),
+        // Scripted runs must not read or change the user's saved state.
+        persist_window: !options.scripted(),
         wgpu_options: wgpu_options(allow_software),
         ..Default::default()
     };
@@ -170,11 +179,19 @@ fn describe_renderer(renderer: RendererChoice, cc: &eframe::CreationContext<'_>)
     }
 }
 
-/// The eframe app: the UI plus persistence and the screenshot plan.
+impl StartOptions {
+    /// A run driven by options rather than a user: it neither reads nor saves persisted state.
+    fn scripted(&self) -> bool {
+        self.screenshot.is_some() || self.measure_frames.is_some() || self.autorun
+    }
+}
+
+/// The eframe app: the UI plus persistence, the screenshot plan and the script.
 struct Window {
     app: App,
     screenshot: Option<ScreenshotPlan>,
     meter: Option<FrameMeter>,
+    script: Option<Script>,
     status: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
@@ -185,9 +202,16 @@ impl Window {
         status: Arc<Mutex<Option<Result<(), String>>>>,
         backend: String,
     ) -> Self {
+        let scripted = options.scripted();
         let screenshot = options.screenshot.clone().map(ScreenshotPlan::new);
         let meter = options.measure_frames.map(FrameMeter::new);
-        let scripted = screenshot.is_some() || meter.is_some();
+        let script = options.autorun.then(|| {
+            Script::new(
+                options.export.clone(),
+                options.screenshot_dir.clone(),
+                options.exit_when_done,
+            )
+        });
         let persisted = match (scripted, cc.storage) {
             (false, Some(storage)) => {
                 eframe::get_value::<Persisted>(storage, STORAGE_KEY).unwrap_or_default()
@@ -205,6 +229,7 @@ impl Window {
             app,
             screenshot,
             meter,
+            script,
             status,
         }
     }
@@ -213,6 +238,17 @@ impl Window {
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.show(ui);
+        if let Some(script) = &mut self.script {
+            let close = script.frame(&mut self.app, ui.ctx());
+            if let Some(r) = &script.result
+                && let Ok(mut s) = self.status.lock()
+            {
+                *s = Some(r.clone());
+            }
+            if close {
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
         let ready = !self.app.busy();
         if let Some(meter) = &mut self.meter
             && ready
@@ -245,7 +281,7 @@ impl eframe::App for Window {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        if self.screenshot.is_none() && self.meter.is_none() {
+        if self.screenshot.is_none() && self.meter.is_none() && self.script.is_none() {
             eframe::set_value(storage, STORAGE_KEY, &self.app.persisted);
         }
     }

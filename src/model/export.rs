@@ -349,18 +349,16 @@ fn rebased(path: &str, model_dir: &Path, out_dir: &Path) -> Option<String> {
     if path.is_empty() || Path::new(path).is_absolute() {
         return None;
     }
-    let from = absolute(out_dir);
     let to_dir = absolute(model_dir);
-    if from == to_dir {
+    if absolute(out_dir) == to_dir {
         return None;
     }
-    let target = normalize(&to_dir.join(path));
-    let rel = relative(&from, &target);
-    let mut s = rel.to_string_lossy().into_owned();
+    // Absolute, so that the same model exported to any folder gives the same text.
+    let mut s = normalize(&to_dir.join(path)).to_string_lossy().into_owned();
     if path.ends_with('/') && !s.ends_with('/') {
         s.push('/');
     }
-    (s != path).then_some(s)
+    Some(s)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -389,35 +387,18 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 /// `to` relative to the folder `from` (both absolute and normalized).
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let f: Vec<_> = from.components().collect();
-    let t: Vec<_> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..f.len() {
-        out.push("..");
-    }
-    for c in &t[common..] {
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative(Path::new("/a/b/out"), Path::new("/a/b/m/data/x")),
-            PathBuf::from("../m/data/x")
-        );
-        assert_eq!(
-            relative(Path::new("/a"), Path::new("/a/x")),
-            PathBuf::from("x")
-        );
+    fn paths_are_rebased_to_absolute_ones_only_for_another_folder() {
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        let (m, o) = (Path::new("/a/m"), Path::new("/a/out"));
+        assert_eq!(rebased("data/x", m, o).as_deref(), Some("/a/m/data/x"));
+        assert_eq!(rebased("../d/", m, o).as_deref(), Some("/a/d/"));
+        assert_eq!(rebased("data/x", m, m), None);
+        assert_eq!(rebased("/abs/x", m, o), None);
     }
 
     #[test]

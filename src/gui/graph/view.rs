@@ -26,6 +26,8 @@ pub struct GraphView {
     pub hovered: Option<usize>,
     /// Nodes painted in the last frame (for tests and diagnostics).
     pub painted_nodes: usize,
+    /// Header colours replacing the category's, per node (after a calibration).
+    pub node_colors: Vec<Option<Color32>>,
 }
 
 impl Default for GraphView {
@@ -38,6 +40,7 @@ impl Default for GraphView {
             selected: None,
             hovered: None,
             painted_nodes: 0,
+            node_colors: Vec::new(),
         }
     }
 }
@@ -222,7 +225,12 @@ impl GraphView {
     ) {
         let z = self.zoom;
         let radius = CornerRadius::same((5.0 * z).clamp(1.0, 8.0) as u8);
-        let mut header = theme::category_color(node.category);
+        let mut header = self
+            .node_colors
+            .get(index)
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| theme::category_color(node.category));
         let mut body = colors.node_body;
         let mut text = colors.node_text;
         if node.dimmed {

@@ -1,0 +1,230 @@
+//! A calibration (or a re-evaluation after pinning) running on a worker thread for the app: its
+//! events are gathered into what the views draw — the stage with progress and ETA, the tuning steps,
+//! each blob's statistics, the chosen scales, warnings — and its outcome or error. The UI polls; the
+//! worker wakes it on every event, so the window never waits for the engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use crate::calib::CalibConfig;
+use crate::calib::events::{BlobStats, Event, LayerScale, Stage};
+use crate::calib::run::{CalibError, Calibration, Outcome, Retained};
+use crate::calib::tune::{Step, Table};
+
+/// What the worker sends.
+enum Msg {
+    Event(Event),
+    Done(Box<Result<Outcome, CalibError>>),
+    Reevaluated(Result<(Table, f64), String>),
+}
+
+/// The progress of the current stage.
+#[derive(Debug, Clone, Copy)]
+pub struct StageProgress {
+    pub stage: Stage,
+    pub done: usize,
+    pub total: usize,
+    pub started: Instant,
+}
+
+impl StageProgress {
+    /// Time left at the pace so far (None before the first batch).
+    pub fn eta(&self) -> Option<Duration> {
+        (self.done > 0 && self.total >= self.done).then(|| {
+            self.started
+                .elapsed()
+                .mul_f64((self.total - self.done) as f64 / self.done as f64)
+        })
+    }
+}
+
+/// Everything the views show of a calibration, gathered from its events.
+#[derive(Debug, Default, Clone)]
+pub struct CalibView {
+    pub progress: Option<StageProgress>,
+    /// Stages finished, in order, with their seconds.
+    pub finished_stages: Vec<(Stage, f64)>,
+    pub fp32: Option<f64>,
+    pub steps: Vec<Step>,
+    pub blobs: BTreeMap<String, BlobStats>,
+    pub scales: BTreeMap<String, LayerScale>,
+    pub warnings: Vec<String>,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+    pub cancelled: bool,
+    /// INT8 metric and table after the user's pins (None until re-evaluated).
+    pub pinned_result: Option<(Table, f64)>,
+    pub tolerance: f64,
+}
+
+impl CalibView {
+    fn apply(&mut self, e: Event) {
+        match e {
+            Event::Stage(stage) => {
+                if let Some(p) = self.progress.take() {
+                    self.finished_stages
+                        .push((p.stage, p.started.elapsed().as_secs_f64()));
+                }
+                self.progress = Some(StageProgress {
+                    stage,
+                    done: 0,
+                    total: 0,
+                    started: Instant::now(),
+                });
+            }
+            Event::Progress { done, total } => {
+                if let Some(p) = &mut self.progress {
+                    (p.done, p.total) = (done, total);
+                }
+            }
+            Event::Fp32Metric(v) => self.fp32 = Some(v),
+            Event::LayerStats(s) => {
+                self.blobs.insert(s.blob.clone(), *s);
+            }
+            Event::Scale(s) => {
+                self.scales.insert(s.layer.clone(), s);
+            }
+            Event::Step(s) => self.steps.push(s),
+            Event::Warning(w) => self.warnings.push(w),
+            Event::Finished { .. } => {
+                if let Some(p) = self.progress.take() {
+                    self.finished_stages
+                        .push((p.stage, p.started.elapsed().as_secs_f64()));
+                }
+            }
+        }
+    }
+
+    /// The table in effect: after pinning, else the calibration's.
+    pub fn table(&self) -> Option<&Table> {
+        self.pinned_result
+            .as_ref()
+            .map(|(t, _)| t)
+            .or(self.outcome.as_ref().map(|o| &o.table))
+    }
+
+    /// The INT8 metric in effect.
+    pub fn int8(&self) -> Option<f64> {
+        self.pinned_result
+            .as_ref()
+            .map(|(_, a)| *a)
+            .or(self.outcome.as_ref().map(|o| o.report.int8_accuracy))
+    }
+}
+
+/// A running job and what it has reported so far.
+pub struct CalibJob {
+    rx: Receiver<Msg>,
+    pub cancel: Arc<AtomicBool>,
+    running: bool,
+}
+
+impl std::fmt::Debug for CalibJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalibJob")
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends events to the UI and wakes it.
+fn sender(tx: Sender<Msg>, wake: Arc<dyn Fn() + Send + Sync>) -> impl FnMut(Event) {
+    move |e| {
+        let _ = tx.send(Msg::Event(e));
+        wake();
+    }
+}
+
+impl CalibJob {
+    /// Starts a whole calibration (it does not write: the app saves on request).
+    pub fn start(mut c: Calibration, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (tx, rx) = channel();
+        c.write_output = false;
+        c.layer_sqnr = true;
+        let cancel = Arc::clone(&c.cancel);
+        std::thread::spawn(move || {
+            let mut send = sender(tx.clone(), Arc::clone(&wake));
+            let result = c.run(&mut send);
+            let _ = tx.send(Msg::Done(Box::new(result)));
+            wake();
+        });
+        Self {
+            rx,
+            cancel,
+            running: true,
+        }
+    }
+
+    /// Re-evaluates INT8 with `pinned` layers kept FP32, on the retained statistics and batches.
+    pub fn reevaluate(
+        retained: Arc<Retained>,
+        cfg: CalibConfig,
+        pinned: BTreeSet<String>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        std::thread::spawn(move || {
+            let mut send = sender(tx.clone(), Arc::clone(&wake));
+            send(Event::Stage(Stage::Int8Eval));
+            let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
+            let _ = tx.send(Msg::Reevaluated(result));
+            wake();
+        });
+        Self {
+            rx,
+            cancel,
+            running: true,
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.running
+    }
+
+    /// Asks the worker to stop (within one batch).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Moves what arrived into `view`; true when the job ended this call.
+    pub fn poll(&mut self, view: &mut CalibView) -> bool {
+        let mut ended = false;
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Event(e) => view.apply(e),
+                Msg::Done(r) => {
+                    ended = true;
+                    match *r {
+                        Ok(o) => view.outcome = Some(o),
+                        Err(CalibError::Cancelled) => view.cancelled = true,
+                        Err(e) => view.error = Some(e.to_string()),
+                    }
+                }
+                Msg::Reevaluated(r) => {
+                    ended = true;
+                    if let Some(p) = view.progress.take() {
+                        view.finished_stages
+                            .push((p.stage, p.started.elapsed().as_secs_f64()));
+                    }
+                    match r {
+                        Ok(t) => view.pinned_result = Some(t),
+                        Err(e) if self.cancel.load(Ordering::Relaxed) => {
+                            view.cancelled = true;
+                            let _ = e;
+                        }
+                        Err(e) => view.error = Some(e),
+                    }
+                }
+            }
+        }
+        if ended {
+            self.running = false;
+        }
+        ended
+    }
+}

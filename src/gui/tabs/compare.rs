@@ -1,0 +1,241 @@
+//! The Compare tab: FP32 against INT8 (and INT8 after the user's pins), every layer's SQNR worst
+//! first, and the layer table (sortable by any column) where a layer is pinned to FP32 or unpinned.
+
+use std::collections::BTreeSet;
+
+use egui::Color32;
+use egui_plot::{Bar, BarChart, Legend, Plot};
+
+use crate::calib::report::{LayerReport, Precision};
+use crate::gui::calib_job::CalibView;
+use crate::gui::tabs::colors;
+
+/// What the user asked for in the tab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareAction {
+    TogglePin(String),
+    Reevaluate,
+    Select(String),
+}
+
+/// The table's sort column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    File,
+    Name,
+    Precision,
+    ScaleIn,
+    Method,
+    Sqnr,
+}
+
+/// The tab's own state: the sort order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompareState {
+    pub sort: SortBy,
+    pub descending: bool,
+}
+
+fn precision_text(p: Precision) -> &'static str {
+    match p {
+        Precision::U8 => "u8",
+        Precision::S8 => "s8",
+        Precision::Fp32 => "FP32",
+    }
+}
+
+fn opt(v: Option<f32>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "—".into())
+}
+
+pub fn show(
+    ui: &mut egui::Ui,
+    view: &CalibView,
+    pinned: &BTreeSet<String>,
+    state: &mut CompareState,
+) -> Vec<CompareAction> {
+    let mut actions = Vec::new();
+    let Some(outcome) = &view.outcome else {
+        ui.label("Calibrate first: the comparison needs FP32 and INT8 results.");
+        return actions;
+    };
+    let r = &outcome.report;
+    ui.horizontal(|ui| {
+        ui.heading(format!(
+            "{}: FP32 {:.4}, INT8 {:.4}",
+            r.metric_blob, r.fp32_accuracy, r.int8_accuracy
+        ));
+        if let Some((_, a)) = &view.pinned_result {
+            ui.label(format!("· with pins: INT8 {a:.4}"));
+        }
+    });
+    ui.columns(2, |cols| {
+        metric_bars(&mut cols[0], view);
+        sqnr_chart(&mut cols[1], &r.layers);
+    });
+    ui.horizontal(|ui| {
+        let changed: BTreeSet<String> = r
+            .layers
+            .iter()
+            .filter(|l| l.pinned)
+            .map(|l| l.name.clone())
+            .collect();
+        let dirty = *pinned != changed || view.pinned_result.is_some();
+        if ui
+            .add_enabled(dirty, egui::Button::new("Re-evaluate INT8 with pins"))
+            .on_hover_text("Runs INT8 again on the kept batches, without sampling again")
+            .clicked()
+        {
+            actions.push(CompareAction::Reevaluate);
+        }
+        ui.weak(format!("{} layer(s) pinned to FP32", pinned.len()));
+    });
+    layer_table(ui, &r.layers, pinned, state, &mut actions);
+    actions
+}
+
+fn metric_bars(ui: &mut egui::Ui, view: &CalibView) {
+    let Some(o) = &view.outcome else { return };
+    let r = &o.report;
+    let mut bars = vec![
+        Bar::new(0.0, r.fp32_accuracy).name("FP32").fill(colors::U8),
+        Bar::new(1.0, r.int8_accuracy).name("INT8").fill(colors::S8),
+    ];
+    if let Some((_, a)) = &view.pinned_result {
+        bars.push(
+            Bar::new(2.0, *a)
+                .name("INT8 with pins")
+                .fill(colors::PINNED),
+        );
+    }
+    Plot::new("metric bars")
+        .height(220.0)
+        .legend(Legend::default())
+        .y_axis_label(r.metric_blob.as_str())
+        .allow_scroll(false)
+        .show_axes([false, true])
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new(r.metric_blob.as_str(), bars).width(0.6))
+        });
+}
+
+/// Isolated SQNR per quantized layer, worst first.
+fn sqnr_chart(ui: &mut egui::Ui, layers: &[LayerReport]) {
+    let mut v: Vec<(&str, f64)> = layers
+        .iter()
+        .filter_map(|l| Some((l.name.as_str(), l.sqnr_db_isolated?)))
+        .collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let bars: Vec<Bar> = v
+        .iter()
+        .enumerate()
+        .map(|(i, (name, db))| Bar::new(i as f64, *db).name(*name).fill(colors::heat(*db)))
+        .collect();
+    Plot::new("sqnr chart")
+        .height(220.0)
+        .y_axis_label("isolated SQNR dB (worst first)")
+        .allow_scroll(false)
+        .show(ui, |p| p.bar_chart(BarChart::new("SQNR", bars).width(0.8)));
+}
+
+fn sort_key(l: &LayerReport, by: SortBy) -> (String, f64) {
+    match by {
+        SortBy::File => (String::new(), 0.0),
+        SortBy::Name => (l.name.clone(), 0.0),
+        SortBy::Precision => (precision_text(l.precision_in).into(), 0.0),
+        SortBy::ScaleIn => (String::new(), l.scale_in.map_or(-1.0, f64::from)),
+        SortBy::Method => (
+            l.method.map(|m| m.label().to_string()).unwrap_or_default(),
+            0.0,
+        ),
+        SortBy::Sqnr => (String::new(), l.sqnr_db_isolated.unwrap_or(f64::INFINITY)),
+    }
+}
+
+fn layer_table(
+    ui: &mut egui::Ui,
+    layers: &[LayerReport],
+    pinned: &BTreeSet<String>,
+    state: &mut CompareState,
+    actions: &mut Vec<CompareAction>,
+) {
+    let mut rows: Vec<&LayerReport> = layers.iter().collect();
+    rows.sort_by(|a, b| {
+        let (ka, kb) = (sort_key(a, state.sort), sort_key(b, state.sort));
+        ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+    });
+    if state.descending {
+        rows.reverse();
+    }
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::Grid::new("layer table").striped(true).show(ui, |ui| {
+            let headers = [
+                ("#", SortBy::File),
+                ("layer", SortBy::Name),
+                ("in", SortBy::Precision),
+                ("out", SortBy::Precision),
+                ("scale_in", SortBy::ScaleIn),
+                ("scale_out", SortBy::ScaleIn),
+                ("weight scales", SortBy::ScaleIn),
+                ("method", SortBy::Method),
+                ("SQNR iso / cum dB", SortBy::Sqnr),
+                ("state", SortBy::Precision),
+                ("pin", SortBy::Precision),
+            ];
+            for (h, by) in headers {
+                let mark = if state.sort == by {
+                    if state.descending {
+                        " (desc)"
+                    } else {
+                        " (asc)"
+                    }
+                } else {
+                    ""
+                };
+                if ui.button(format!("{h}{mark}")).clicked() {
+                    state.descending = state.sort == by && !state.descending;
+                    state.sort = by;
+                }
+            }
+            ui.end_row();
+            for l in rows {
+                let index = layers.iter().position(|x| x.name == l.name).unwrap_or(0);
+                ui.label(index.to_string());
+                if ui.link(&l.name).clicked() {
+                    actions.push(CompareAction::Select(l.name.clone()));
+                }
+                ui.label(precision_text(l.precision_in));
+                ui.label(precision_text(l.precision_out));
+                ui.label(opt(l.scale_in));
+                ui.label(opt(l.scale_out));
+                ui.label(match (l.weight_scale_min, l.weight_scale_max) {
+                    (Some(a), Some(b)) if a != b => format!("{a:.1} – {b:.1}"),
+                    (Some(a), _) => format!("{a:.1}"),
+                    _ => "—".into(),
+                });
+                ui.label(l.method.map(|m| m.label()).unwrap_or("—"));
+                ui.label(match (l.sqnr_db_isolated, l.sqnr_db_cumulative) {
+                    (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                    _ => "—".into(),
+                });
+                let (state_text, color) = match (l.pinned, l.reverted, l.precision_in) {
+                    (true, _, _) => ("pinned", colors::PINNED),
+                    (_, true, _) => ("reverted", colors::REVERTED),
+                    (_, _, Precision::Fp32) => ("FP32 at run time", colors::FP32),
+                    _ => ("INT8", Color32::from_rgb(0x2e, 0x9e, 0x5a)),
+                };
+                ui.colored_label(color, state_text);
+                let mut pin = pinned.contains(&l.name);
+                if ui
+                    .checkbox(&mut pin, "FP32")
+                    .on_hover_text("Keep this layer FP32")
+                    .changed()
+                {
+                    actions.push(CompareAction::TogglePin(l.name.clone()));
+                }
+                ui.end_row();
+            }
+        });
+    });
+}
