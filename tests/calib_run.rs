@@ -64,6 +64,7 @@ fn events_follow_the_documented_order() {
             Event::Stage(Stage::Sampling) => "sampling",
             Event::Stage(Stage::Int8Eval) => "int8",
             Event::Stage(Stage::Tuning(_)) => "tuning",
+            Event::Stage(Stage::Compare) => "compare",
             Event::Progress { .. } => "progress",
             Event::Fp32Metric(_) => "fp32",
             Event::LayerStats(_) => "stats",

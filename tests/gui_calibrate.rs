@@ -128,6 +128,12 @@ fn pinning_a_layer_re_evaluates_int8_without_sampling_again() {
     h.get_by_label("Compare").click();
     h.run_steps(3);
     let before = h.state().calib_view.int8().unwrap();
+    // The images FP32 and INT8 classify differently are listed with both classes.
+    let d = &h.state().calib_view.disagreements;
+    assert!(!d.is_empty() && d.iter().all(|x| x.fp32 != x.int8));
+    h.get_by_label_contains(&format!("Images where FP32 and INT8 disagree: {}", d.len()));
+    let first = &d[0];
+    h.get_by_label_contains(&format!("FP32 {} · INT8 {}", first.fp32, first.int8));
     // The first row's FP32 box pins res1_branch2a.
     h.get_all_by_label("FP32").next().unwrap().click();
     h.run_steps(2);

@@ -42,6 +42,11 @@ impl Recorded {
         self.len() == 0
     }
 
+    /// The tops of one data layer's batch `i`.
+    pub fn batch(&self, layer: &str, i: usize) -> Option<&[ArrayD<f32>]> {
+        self.batches.get(layer)?.get(i).map(Vec::as_slice)
+    }
+
     /// A feed replaying the batches from the first.
     pub fn replay(&self) -> Replay<'_> {
         Replay {

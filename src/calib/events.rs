@@ -19,6 +19,8 @@ pub enum Stage {
     Int8Eval,
     /// A tuning step's INT8 metric (step number from 1).
     Tuning(usize),
+    /// The app comparing FP32 and INT8 predictions image by image.
+    Compare,
 }
 
 /// One blob's statistics: its histogram (when gathered) and every method's threshold.

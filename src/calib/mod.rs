@@ -6,6 +6,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod disagree;
 pub mod events;
 pub mod force_u8;
 pub mod measure;

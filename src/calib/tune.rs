@@ -1,7 +1,9 @@
 //! The tuning loop (spec §2.13, §5.6 improved): while FP32 − INT8 exceeds the tolerance, the layer
 //! whose INT8 output is noisiest (isolated SQNR on a calibration batch) first gets the scale method or
 //! per-channel weight scales that make it least noisy, then, if it is still the noisiest, goes back to
-//! FP32; each change is confirmed with the real metric and undone when it does not help. The loop
+//! FP32; each change is confirmed with the real metric and undone when it does not help; a round
+//! over every layer that raised the metric is followed by another that retries the undone
+//! reversions (a layer's effect depends on the others). The loop
 //! keeps the best configuration, stops when within tolerance, out of steps or out of time, and says
 //! which. Measurements come through `Measure`, so the loop itself is tested on made-up nets.
 
@@ -321,13 +323,21 @@ fn ranked<M: Measure>(
 ) -> Result<Stop, String> {
     let mut rescaled = BTreeSet::new();
     let mut settled = BTreeSet::new();
+    // Whether this round over the layers raised the metric: then the reversions it undid are tried
+    // again, since a layer's effect on the metric depends on the others.
+    let mut improved = false;
     loop {
         if let Some(stop) = lp.out_of_budget() {
             return Ok(stop);
         }
         let ranking = lp.ranked(table, order)?;
-        let Some((layer, sqnr)) = ranking.into_iter().find(|(n, _)| !settled.contains(n)) else {
-            return Ok(Stop::NothingLeft);
+        let next = ranking.iter().find(|(n, _)| !settled.contains(n)).cloned();
+        let Some((layer, sqnr)) = next else {
+            if !std::mem::take(&mut improved) || ranking.is_empty() {
+                return Ok(Stop::NothingLeft);
+            }
+            settled.clear();
+            continue;
         };
         let mut candidate = None;
         if rescaled.insert(layer.clone())
@@ -355,6 +365,7 @@ fn ranked<M: Measure>(
             a >= *accuracy - SAME
         };
         lp.conclude(keep);
+        improved |= a > *accuracy + SAME;
         if keep {
             (*cur, *table, *accuracy) = (c, t, a);
         }
@@ -375,6 +386,12 @@ mod tests {
     struct Fake {
         layers: Vec<FakeLayer>,
         runs: usize,
+        /// An extra cost of a table (layers interacting).
+        extra: fn(&Table) -> f64,
+    }
+
+    fn no_extra(_: &Table) -> f64 {
+        0.0
     }
 
     impl Measure for Fake {
@@ -405,7 +422,8 @@ mod tests {
                             .map_or((0.0, 0.0), |l| if q.scale_in[0] == 2.0 { l.2 } else { l.1 });
                         l.1
                     })
-                    .sum::<f64>())
+                    .sum::<f64>()
+                - (self.extra)(t))
         }
         fn isolated_sqnr(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String> {
             let l = self
@@ -444,6 +462,7 @@ mod tests {
                 ("c", (15.0, 0.02), (12.0, 0.03)),
             ],
             runs: 0,
+            extra: no_extra,
         };
         let o = order(&f);
         let mut seen = Vec::new();
@@ -481,6 +500,7 @@ mod tests {
                 ("b", (30.0, 0.0), (30.0, 0.0)),
             ],
             runs: 0,
+            extra: no_extra,
         };
         let o = order(&f);
         let t = tune(
@@ -505,6 +525,7 @@ mod tests {
         let mut f = Fake {
             layers: layers.clone(),
             runs: 0,
+            extra: no_extra,
         };
         let o = order(&f);
         let t = tune(
@@ -517,7 +538,11 @@ mod tests {
         .unwrap();
         let reverted: Vec<_> = t.steps.iter().filter_map(|s| s.layer.clone()).collect();
         assert_eq!(reverted, ["a", "b"]);
-        let mut f = Fake { layers, runs: 0 };
+        let mut f = Fake {
+            layers,
+            runs: 0,
+            extra: no_extra,
+        };
         let t = tune(
             &mut f,
             &limits(TuningStrategy::None),
@@ -530,6 +555,44 @@ mod tests {
     }
 
     #[test]
+    fn a_reversion_undone_early_is_retried_after_the_round_improved() {
+        // b's error only shows once a is FP32: reverting b helps only after a was reverted.
+        fn extra(t: &Table) -> f64 {
+            match (t.contains_key("a"), t.contains_key("b")) {
+                (true, _) => 0.02,
+                (false, true) => 0.015,
+                (false, false) => 0.0,
+            }
+        }
+        let mut f = Fake {
+            layers: vec![
+                ("a", (20.0, 0.0), (20.0, 0.0)),
+                ("b", (10.0, 0.0), (10.0, 0.0)),
+            ],
+            runs: 0,
+            extra,
+        };
+        let o = order(&f);
+        let t = tune(
+            &mut f,
+            &limits(TuningStrategy::Ranked),
+            Choices::default(),
+            &o,
+            &mut |_| {},
+        )
+        .unwrap();
+        let reverts: Vec<_> = t.steps[1..]
+            .iter()
+            .map(|s| (s.layer.clone().unwrap(), s.kept))
+            .collect();
+        assert_eq!(
+            reverts,
+            [("b".into(), false), ("a".into(), true), ("b".into(), true)]
+        );
+        assert_eq!(t.stop, Stop::WithinTolerance);
+    }
+
+    #[test]
     fn stops_at_max_steps_keeping_the_best() {
         let mut f = Fake {
             layers: vec![
@@ -537,6 +600,7 @@ mod tests {
                 ("b", (11.0, 0.05), (11.0, 0.05)),
             ],
             runs: 0,
+            extra: no_extra,
         };
         let o = order(&f);
         let mut lim = limits(TuningStrategy::Ranked);

@@ -245,6 +245,7 @@ impl Terminal {
                     Stage::Sampling => "FP32 pass (statistics, FP32 metric)".to_string(),
                     Stage::Int8Eval => "INT8 evaluation".to_string(),
                     Stage::Tuning(k) => format!("tuning step {k}"),
+                    Stage::Compare => "comparing predictions".to_string(),
                 };
                 let bar = indicatif::ProgressBar::new(0).with_message(what);
                 if let Ok(style) = indicatif::ProgressStyle::with_template(

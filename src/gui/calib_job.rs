@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use crate::calib::CalibConfig;
+use crate::calib::disagree::{Disagreement, disagreements};
 use crate::calib::events::{BlobStats, Event, LayerScale, Stage};
 use crate::calib::run::{CalibError, Calibration, Outcome, Retained};
 use crate::calib::tune::{Step, Table};
@@ -19,6 +20,27 @@ enum Msg {
     Event(Event),
     Done(Box<Result<Outcome, CalibError>>),
     Reevaluated(Result<(Table, f64), String>),
+    Disagreements(Vec<Disagreement>),
+}
+
+/// Disagreeing images kept for the Compare tab.
+const MAX_DISAGREEMENTS: usize = 24;
+
+/// Compares FP32 and INT8 predictions for `table` and sends what disagrees (errors go to the log
+/// as a warning: the comparison is a view, not the calibration).
+fn send_disagreements(
+    retained: &Retained,
+    table: &Table,
+    send: &mut dyn FnMut(Event),
+    tx: &Sender<Msg>,
+) {
+    send(Event::Stage(Stage::Compare));
+    match disagreements(retained, table, MAX_DISAGREEMENTS) {
+        Ok(d) => {
+            let _ = tx.send(Msg::Disagreements(d));
+        }
+        Err(e) => send(Event::Warning(format!("comparing predictions: {e}"))),
+    }
 }
 
 /// The progress of the current stage.
@@ -58,6 +80,10 @@ pub struct CalibView {
     /// INT8 metric and table after the user's pins (None until re-evaluated).
     pub pinned_result: Option<(Table, f64)>,
     pub tolerance: f64,
+    /// Images FP32 and INT8 classify differently (for the table in effect).
+    pub disagreements: Vec<Disagreement>,
+    /// Counts updates of `disagreements` (the views cache their thumbnails by it).
+    pub generation: usize,
 }
 
 impl CalibView {
@@ -148,6 +174,13 @@ impl CalibJob {
         std::thread::spawn(move || {
             let mut send = sender(tx.clone(), Arc::clone(&wake));
             let result = c.run(&mut send);
+            if let Ok(o) = &result {
+                send_disagreements(&o.retained, &o.table, &mut send, &tx);
+                send(Event::Finished {
+                    fp32: o.report.fp32_accuracy,
+                    int8: o.report.int8_accuracy,
+                });
+            }
             let _ = tx.send(Msg::Done(Box::new(result)));
             wake();
         });
@@ -172,6 +205,9 @@ impl CalibJob {
             let mut send = sender(tx.clone(), Arc::clone(&wake));
             send(Event::Stage(Stage::Int8Eval));
             let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
+            if let Ok((table, _)) = &result {
+                send_disagreements(&retained, table, &mut send, &tx);
+            }
             let _ = tx.send(Msg::Reevaluated(result));
             wake();
         });
@@ -197,6 +233,10 @@ impl CalibJob {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Event(e) => view.apply(e),
+                Msg::Disagreements(d) => {
+                    view.disagreements = d;
+                    view.generation += 1;
+                }
                 Msg::Done(r) => {
                     ended = true;
                     match *r {

@@ -5,6 +5,7 @@
 //! a user would see it.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::app::{App, Tab};
 use super::screenshot::ScreenshotPlan;
@@ -29,6 +30,21 @@ pub struct Script {
     phase: Phase,
     /// The run's outcome once it ended (Err: why it failed).
     pub result: Option<Result<(), String>>,
+    /// Time between frames while the calibration ran (the UI must stay responsive).
+    pub frame_times: Vec<Duration>,
+    last_frame: Option<Instant>,
+}
+
+/// Count, mean, 95th percentile and maximum of frame times, in milliseconds.
+pub fn frame_summary(times: &[Duration]) -> Option<(usize, f64, f64, f64)> {
+    if times.is_empty() {
+        return None;
+    }
+    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    let p95 = ms[((ms.len() - 1) as f64 * 0.95).round() as usize];
+    Some((ms.len(), mean, p95, ms[ms.len() - 1]))
 }
 
 impl Script {
@@ -43,6 +59,8 @@ impl Script {
             exit_when_done,
             phase: Phase::WaitLoad,
             result: None,
+            frame_times: Vec::new(),
+            last_frame: None,
         }
     }
 
@@ -69,7 +87,16 @@ impl Script {
                 }
             }
             Phase::Calibrating => {
+                let now = Instant::now();
+                if let Some(t) = self.last_frame.replace(now) {
+                    self.frame_times.push(now - t);
+                }
                 if !app.calibrating() {
+                    if let Some((n, mean, p95, max)) = frame_summary(&self.frame_times) {
+                        println!(
+                            "UI frame time while calibrating: {n} frames, mean {mean:.1} ms, p95 {p95:.1} ms, max {max:.1} ms"
+                        );
+                    }
                     let v = &app.calib_view;
                     if let Some(e) = &v.error {
                         let e = e.clone();
@@ -78,6 +105,8 @@ impl Script {
                         self.fail("calibration ended without a result".into());
                     } else {
                         select_first_quantized(app);
+                        app.view.ignore_pointer = true;
+                        app.view.fit_pending = true;
                         self.phase = Phase::Shot(0, None);
                     }
                 }

@@ -28,6 +28,8 @@ pub struct GraphView {
     pub painted_nodes: usize,
     /// Header colours replacing the category's, per node (after a calibration).
     pub node_colors: Vec<Option<Color32>>,
+    /// Ignore the pointer (scripted screenshots: the pointer of a virtual display is not a user's).
+    pub ignore_pointer: bool,
 }
 
 impl Default for GraphView {
@@ -41,6 +43,7 @@ impl Default for GraphView {
             hovered: None,
             painted_nodes: 0,
             node_colors: Vec::new(),
+            ignore_pointer: false,
         }
     }
 }
@@ -114,7 +117,7 @@ impl GraphView {
         .expand(40.0);
 
         self.paint_edges(&painter, graph, layout, &colors, visible, &to_screen);
-        let pointer = response.hover_pos();
+        let pointer = response.hover_pos().filter(|_| !self.ignore_pointer);
         self.hovered = None;
         self.painted_nodes = 0;
         for (i, node) in graph.nodes.iter().enumerate() {
@@ -334,7 +337,7 @@ fn hover_details(
             .as_deref()
             .map(super::model::dims_text)
             .unwrap_or_else(|| "?".into());
-        ui.label(format!("→ {}: {shape}", v.name));
+        ui.label(format!("-> {}: {shape}", v.name));
     }
     for w in &node.weights {
         ui.monospace(w);

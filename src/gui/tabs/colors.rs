@@ -8,6 +8,7 @@ use egui::Color32;
 use crate::calib::report::{LayerReport, Precision};
 use crate::gui::graph::model::GraphModel;
 use crate::model::Net;
+use crate::model::layer::LayerKind;
 
 /// What the graph's node headers show after a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,7 +21,7 @@ pub enum ColorMode {
 }
 
 pub const U8: Color32 = Color32::from_rgb(0x2e, 0x9e, 0x5a);
-pub const S8: Color32 = Color32::from_rgb(0x2f, 0x6f, 0xc9);
+pub const S8: Color32 = Color32::from_rgb(0x1f, 0xa5, 0xb8);
 pub const REVERTED: Color32 = Color32::from_rgb(0xd9, 0x82, 0x2b);
 pub const PINNED: Color32 = Color32::from_rgb(0x8e, 0x4e, 0xc6);
 pub const FP32: Color32 = Color32::from_rgb(0x70, 0x70, 0x70);
@@ -73,7 +74,15 @@ pub fn node_colors(
         .nodes
         .iter()
         .map(|n| {
-            let l = by_name.get(net.layers[n.layer].name.as_str())?;
+            let layer = &net.layers[n.layer];
+            let Some(l) = by_name.get(layer.name.as_str()) else {
+                // A convolution or InnerProduct the rules leave FP32 (the first one, IP without -fc).
+                let weighted = matches!(
+                    layer.kind,
+                    LayerKind::Convolution(_) | LayerKind::InnerProduct(_)
+                );
+                return (weighted && mode != ColorMode::Category).then_some(FP32);
+            };
             match mode {
                 ColorMode::Category => None,
                 ColorMode::Precision => Some(precision_color(l, pinned.contains(&l.name))),

@@ -30,11 +30,24 @@ pub enum SortBy {
     Sqnr,
 }
 
-/// The tab's own state: the sort order.
-#[derive(Debug, Clone, Copy, Default)]
+/// The tab's own state: the sort order and the thumbnails' textures.
+#[derive(Clone, Default)]
 pub struct CompareState {
     pub sort: SortBy,
     pub descending: bool,
+    thumbs: Vec<egui::TextureHandle>,
+    /// The `CalibView::generation` the textures were made for.
+    thumbs_generation: usize,
+}
+
+impl std::fmt::Debug for CompareState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompareState")
+            .field("sort", &self.sort)
+            .field("descending", &self.descending)
+            .field("thumbs", &self.thumbs.len())
+            .finish()
+    }
 }
 
 fn precision_text(p: Precision) -> &'static str {
@@ -91,8 +104,52 @@ pub fn show(
         }
         ui.weak(format!("{} layer(s) pinned to FP32", pinned.len()));
     });
+    disagreements(ui, view, state);
     layer_table(ui, &r.layers, pinned, state, &mut actions);
     actions
+}
+
+/// Thumbnails of the images FP32 and INT8 classify differently, with both top classes.
+fn disagreements(ui: &mut egui::Ui, view: &CalibView, state: &mut CompareState) {
+    if state.thumbs_generation != view.generation {
+        state.thumbs = view
+            .disagreements
+            .iter()
+            .map(|d| {
+                let t = &d.thumbnail;
+                let img = egui::ColorImage::from_rgb([t.width, t.height], &t.rgb);
+                ui.ctx().load_texture(
+                    format!("disagreement {}", d.image),
+                    img,
+                    egui::TextureOptions::NEAREST,
+                )
+            })
+            .collect();
+        state.thumbs_generation = view.generation;
+    }
+    let n = view.disagreements.len();
+    egui::CollapsingHeader::new(format!(
+        "Images where FP32 and INT8 disagree: {n}{}",
+        if n >= 24 { " (the first 24)" } else { "" }
+    ))
+    .default_open(true)
+    .show(ui, |ui| {
+        egui::ScrollArea::horizontal()
+            .id_salt("thumbs")
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    for (d, tex) in view.disagreements.iter().zip(&state.thumbs) {
+                        ui.vertical(|ui| {
+                            let side = 72.0;
+                            ui.add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(side, side)));
+                            let label = d.label.map_or("?".into(), |l| l.to_string());
+                            ui.small(format!("#{} label {label}", d.image));
+                            ui.small(format!("FP32 {} · INT8 {}", d.fp32, d.int8));
+                        });
+                    }
+                });
+            });
+    });
 }
 
 fn metric_bars(ui: &mut egui::Ui, view: &CalibView) {

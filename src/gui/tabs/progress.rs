@@ -6,7 +6,7 @@ use egui::{Color32, RichText};
 use egui_plot::{HLine, Legend, Line, MarkerShape, Plot, PlotPoints, Points, Polygon};
 
 use crate::calib::events::Stage;
-use crate::calib::tune::{Action, Step};
+use crate::calib::tune::{Action, Step, Stop};
 use crate::gui::calib_job::CalibView;
 
 fn stage_name(s: Stage) -> String {
@@ -14,6 +14,7 @@ fn stage_name(s: Stage) -> String {
         Stage::Sampling => "FP32 pass: statistics and FP32 metric".into(),
         Stage::Int8Eval => "INT8 evaluation".into(),
         Stage::Tuning(k) => format!("tuning step {k}"),
+        Stage::Compare => "FP32 and INT8 predictions compared image by image".into(),
     }
 }
 
@@ -40,10 +41,10 @@ pub fn action_text(s: &Step) -> String {
 pub fn show(ui: &mut egui::Ui, view: &CalibView, running: bool) {
     status_line(ui, view, running);
     ui.add_space(6.0);
-    for (stage, secs) in &view.finished_stages {
+    for line in finished_lines(&view.finished_stages) {
         ui.horizontal(|ui| {
             ui.label(RichText::new("done").color(Color32::from_rgb(0x2e, 0x9e, 0x5a)));
-            ui.label(format!("{} — {secs:.1} s", stage_name(*stage)));
+            ui.label(line);
         });
     }
     if let Some(p) = &view.progress {
@@ -69,6 +70,42 @@ pub fn show(ui: &mut egui::Ui, view: &CalibView, running: bool) {
     steps_table(ui, &view.steps);
 }
 
+/// Finished stages as lines, the tuning steps summed into one.
+fn finished_lines(stages: &[(Stage, f64)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let (mut steps, mut tuning) = (0, 0.0);
+    for (stage, secs) in stages {
+        match stage {
+            Stage::Tuning(_) => {
+                steps += 1;
+                tuning += secs;
+            }
+            _ => {
+                if steps > 0 {
+                    lines.push(format!("tuning: {steps} steps — {tuning:.1} s"));
+                    steps = 0;
+                }
+                lines.push(format!("{} — {secs:.1} s", stage_name(*stage)));
+            }
+        }
+    }
+    if steps > 0 {
+        lines.push(format!("tuning: {steps} steps — {tuning:.1} s"));
+    }
+    lines
+}
+
+/// Why tuning ended, in words.
+fn stop_text(stop: Stop) -> &'static str {
+    match stop {
+        Stop::WithinTolerance => "tuning reached the tolerance",
+        Stop::NotTuned => "not tuned",
+        Stop::NothingLeft => "tuning tried every layer",
+        Stop::MaxSteps => "tuning used its steps",
+        Stop::TimeBudget => "tuning used its time",
+    }
+}
+
 fn status_line(ui: &mut egui::Ui, view: &CalibView, running: bool) {
     let text = if let Some(e) = &view.error {
         RichText::new(format!("Calibration failed: {e}")).color(Color32::from_rgb(0xd0, 0x40, 0x40))
@@ -78,8 +115,12 @@ fn status_line(ui: &mut egui::Ui, view: &CalibView, running: bool) {
         RichText::new("Calibrating…")
     } else if let (Some(fp32), Some(int8)) = (view.fp32, view.int8()) {
         let within = fp32 - int8 <= view.tolerance + 1e-12;
+        let stop = view
+            .outcome
+            .as_ref()
+            .map_or("", |o| stop_text(o.report.stop));
         RichText::new(format!(
-            "Finished: FP32 {fp32:.4}, INT8 {int8:.4} ({:+.4}; {} the tolerance {})",
+            "Finished: FP32 {fp32:.4}, INT8 {int8:.4} ({:+.4}; {} the tolerance {}; {stop})",
             int8 - fp32,
             if within { "within" } else { "outside" },
             view.tolerance
@@ -174,7 +215,7 @@ fn steps_table(ui: &mut egui::Ui, steps: &[Step]) {
                     ui.label(action_text(s));
                     ui.label(
                         s.sqnr_db
-                            .map(|(a, b)| format!("{a:.1} → {b:.1}"))
+                            .map(|(a, b)| format!("{a:.1} -> {b:.1}"))
                             .unwrap_or_default(),
                     );
                     ui.label(format!("{:.4}", s.accuracy));
