@@ -10,19 +10,6 @@ use std::path::Path;
 
 use int8cal::calib::run::Calibration;
 use int8cal::calib::{CalibConfig, TuningStrategy};
-use int8cal::engine::Plan;
-
-/// The metric of a prototxt with its weights over `iterations` batches.
-fn evaluate(model: &Path, weights: &Path, iterations: usize) -> f64 {
-    let m = common::load(model, Some(weights)).unwrap();
-    let plan = Plan::new_int8(&m.net, None).unwrap();
-    let v = (0..m.net.values.len())
-        .rev()
-        .find(|&v| m.net.values[v].name == "accuracy")
-        .unwrap();
-    int8cal::cli::eval::mean_outputs(&plan, model.parent().unwrap(), &[v], iterations, None)
-        .unwrap()[0]
-}
 
 fn json_accuracy(path: &Path) -> f64 {
     let v: serde_json::Value =
@@ -60,7 +47,7 @@ fn force_u8_pair_evaluates_as_intels_did() {
         assert_eq!(files.weights, scratch.join("weights_new.caffemodel"));
         let reference = dir.join("reference/intel_int8/variants").join(variant);
         let want = json_accuracy(&reference.join("accuracy_force_u8.json"));
-        let got = evaluate(&files.prototxt, &files.weights, 50);
+        let got = common::evaluate(&files.prototxt, &files.weights, "accuracy", 50);
         assert!(
             (got - want).abs() <= 0.003,
             "{variant}: {got} vs Intel Caffe {want}"

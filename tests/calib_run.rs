@@ -12,7 +12,6 @@ use int8cal::calib::events::{Event, Stage};
 use int8cal::calib::run::{CalibError, Calibration};
 use int8cal::calib::tune::{Action, Stop};
 use int8cal::calib::{CalibConfig, TuningStrategy};
-use int8cal::engine::Plan;
 
 fn fixture(name: &str) -> Option<PathBuf> {
     common::fixtures().map(|f| f.join(name))
@@ -26,18 +25,6 @@ fn calibration(dir: &Path, out: &Path, cfg: CalibConfig) -> Calibration {
     );
     c.output = Some(out.to_path_buf());
     c
-}
-
-/// The metric of a written prototxt, evaluated afresh.
-fn evaluate(model: &Path, weights: &Path, blob: &str, iterations: usize) -> f64 {
-    let m = common::load(model, Some(weights)).unwrap();
-    let plan = Plan::new_int8(&m.net, None).unwrap();
-    let v = (0..m.net.values.len())
-        .rev()
-        .find(|&v| m.net.values[v].name == blob)
-        .unwrap();
-    let base = model.parent().unwrap();
-    int8cal::cli::eval::mean_outputs(&plan, base, &[v], iterations, None).unwrap()[0]
 }
 
 #[test]
@@ -164,7 +151,7 @@ fn tuning_repairs_what_the_calibrated_configuration_loses() {
     }
     assert_eq!(best, r.int8_accuracy);
     assert!(matches!(r.stop, Stop::MaxSteps | Stop::WithinTolerance));
-    let got = evaluate(&out, &dir.join("weights.caffemodel"), "accuracy", 4);
+    let got = common::evaluate(&out, &dir.join("weights.caffemodel"), "accuracy", 4);
     assert!(
         (got - r.int8_accuracy).abs() < 1e-9,
         "{got} vs {}",

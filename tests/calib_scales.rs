@@ -110,7 +110,8 @@ fn scales_are_intels_flag_for_flag() {
             blobs: &blobs,
             batches: all.sampling_iterations,
             wants: Gather::ALL,
-            metric: None,
+            metrics: &[],
+            iterations: 0,
             last_only: false,
         };
         let (stats, _) = sample(&plan, &mut feed, &sampling, &mut |_, _| Ok(())).unwrap();

@@ -6,51 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/gui.rs"]
+mod gui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use gui::{harness, open_example, settle};
 use int8cal::calib::Setting;
-use int8cal::gui::app::{App, Persisted};
 use int8cal::gui::dialogs::FakeDialogs;
-
-fn example() -> (PathBuf, PathBuf) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/example");
-    (dir.join("test.prototxt"), dir.join("weights.caffemodel"))
-}
-
-fn harness(dialogs: FakeDialogs) -> Harness<'static, App> {
-    let app = App::new(Arc::new(dialogs), Persisted::default());
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut App| app.show(ui), app)
-}
-
-/// Steps frames until the app has finished loading (or a dialog answered), for at most 30 s.
-fn settle(h: &mut Harness<'static, App>) {
-    let start = Instant::now();
-    h.run_steps(2);
-    while h.state().busy() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the app stayed busy"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-        h.step();
-    }
-    h.run_steps(3);
-}
-
-fn open_example(h: &mut Harness<'static, App>) {
-    let (m, w) = example();
-    let ctx = h.ctx.clone();
-    h.state_mut().open(m, Some(w), &ctx);
-    settle(h);
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
-}
 
 #[test]
 fn opens_the_example_with_a_node_per_unfolded_layer() {

@@ -5,58 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/gui.rs"]
+mod gui;
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use gui::{example, harness, open_example, settle, settle_with};
 use int8cal::calib::events::Stage;
 use int8cal::calib::run::Calibration;
-use int8cal::gui::app::{App, Persisted, Tab};
+use int8cal::gui::app::App;
+use int8cal::gui::app::Tab;
 use int8cal::gui::dialogs::FakeDialogs;
 use int8cal::gui::tabs::colors::ColorMode;
-
-fn example() -> (PathBuf, PathBuf) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/example");
-    (dir.join("test.prototxt"), dir.join("weights.caffemodel"))
-}
-
-fn harness(dialogs: FakeDialogs) -> Harness<'static, App> {
-    let app = App::new(Arc::new(dialogs), Persisted::default());
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut App| app.show(ui), app)
-}
-
-/// Steps frames while the app is busy (loading, calibrating, a dialog), calling `each` per frame.
-fn settle_with(h: &mut Harness<'static, App>, mut each: impl FnMut(&mut Harness<'static, App>)) {
-    let start = Instant::now();
-    h.run_steps(2);
-    while h.state().busy() {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "the app stayed busy"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        h.step();
-        each(h);
-    }
-    h.run_steps(3);
-}
-
-fn settle(h: &mut Harness<'static, App>) {
-    settle_with(h, |_| {});
-}
-
-fn open_example(h: &mut Harness<'static, App>) {
-    let (m, w) = example();
-    let ctx = h.ctx.clone();
-    h.state_mut().open(m, Some(w), &ctx);
-    settle(h);
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
-}
 
 /// Clicks Calibrate and waits for the end; returns whether a progress bar was seen on the way.
 fn calibrate(h: &mut Harness<'static, App>) -> bool {
@@ -134,8 +94,11 @@ fn pinning_a_layer_re_evaluates_int8_without_sampling_again() {
     h.get_by_label_contains(&format!("Images where FP32 and INT8 disagree: {}", d.len()));
     let first = &d[0];
     h.get_by_label_contains(&format!("FP32 {} · INT8 {}", first.fp32, first.int8));
-    // The first row's FP32 box pins res1_branch2a.
-    h.get_all_by_label("FP32").next().unwrap().click();
+    // The first row's box pins res1_branch2a.
+    let pin = h
+        .get_all_by_role_and_label(egui::accesskit::Role::CheckBox, "keep FP32")
+        .next();
+    pin.unwrap().click();
     h.run_steps(2);
     assert!(h.state().pinned.contains("res1_branch2a"));
     h.get_by_label("Re-evaluate INT8 with pins").click();

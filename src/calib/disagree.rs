@@ -95,7 +95,7 @@ pub fn disagreements(
     max: usize,
 ) -> Result<Vec<Disagreement>, String> {
     let net = &retained.net;
-    let Some(metric) = retained.metric else {
+    let Some(&metric) = retained.metrics.first() else {
         return Ok(Vec::new());
     };
     let Some((scores, label)) = accuracy_inputs(net, metric) else {

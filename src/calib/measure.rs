@@ -51,18 +51,21 @@ pub struct NetMeasure<'a> {
     pub stats: &'a BTreeMap<String, TensorStats>,
     pub cfg: &'a CalibConfig,
     /// The metric's value and the prototxt's folder (data sources are relative to it).
-    pub metric: Option<ValueId>,
+    /// The metric values: the first is the one tuning reads, the others are reported.
+    pub metrics: Vec<ValueId>,
     pub base: PathBuf,
     pub recorded: &'a Recorded,
     pub cancel: &'a AtomicBool,
     pub events: &'a mut dyn FnMut(Event),
     probe: Option<Probe>,
+    /// Every metric's value by table (its Debug text), for the report's other metrics.
+    measured: BTreeMap<String, Vec<f64>>,
 }
 
 impl std::fmt::Debug for NetMeasure<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetMeasure")
-            .field("metric", &self.metric)
+            .field("metrics", &self.metrics)
             .field("recorded", &self.recorded.len())
             .finish_non_exhaustive()
     }
@@ -74,7 +77,7 @@ impl<'a> NetMeasure<'a> {
         net: &'a Net,
         stats: &'a BTreeMap<String, TensorStats>,
         cfg: &'a CalibConfig,
-        metric: Option<ValueId>,
+        metrics: Vec<ValueId>,
         base: PathBuf,
         recorded: &'a Recorded,
         cancel: &'a AtomicBool,
@@ -84,20 +87,26 @@ impl<'a> NetMeasure<'a> {
             net,
             stats,
             cfg,
-            metric,
+            metrics,
             base,
             recorded,
             cancel,
             events,
             probe: None,
+            measured: BTreeMap::new(),
         }
     }
 
-    /// The INT8 metric of a net over `-i` batches, with progress and cancellation per batch.
-    fn metric_of(&mut self, net: &Net) -> Result<f64, EngineError> {
-        let metric = self
-            .metric
-            .ok_or_else(|| EngineError::Input("no metric blob to measure".into()))?;
+    /// Every metric's value measured for `table` (None when it was not measured).
+    pub fn measured(&self, table: &Table) -> Option<&[f64]> {
+        self.measured.get(&format!("{table:?}")).map(Vec::as_slice)
+    }
+
+    /// The INT8 metrics of a net over `-i` batches, with progress and cancellation per batch.
+    fn metrics_of(&mut self, net: &Net) -> Result<Vec<f64>, EngineError> {
+        if self.metrics.is_empty() {
+            return Err(EngineError::Input("no metric blob to measure".into()));
+        }
         let plan = Plan::new_int8(net, None)?;
         let mut replay = self.recorded.replay();
         let mut read;
@@ -110,10 +119,12 @@ impl<'a> NetMeasure<'a> {
         };
         let mut session = Session::new(&plan);
         session.set_dequantized_views(false);
-        let mut sum = 0f64;
+        let mut sums = vec![0f64; self.metrics.len()];
         for done in 1..=iterations {
             session.forward(feed, &mut NoObserver)?;
-            sum += f64::from(session.value(metric).iter().next().copied().unwrap_or(0.0));
+            for (sum, &v) in sums.iter_mut().zip(&self.metrics) {
+                *sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+            }
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
             }
@@ -122,7 +133,7 @@ impl<'a> NetMeasure<'a> {
                 total: iterations,
             });
         }
-        Ok(sum / iterations.max(1) as f64)
+        Ok(sums.iter().map(|s| s / iterations.max(1) as f64).collect())
     }
 
     /// The probe, made on first use: the first recorded images (or a batch read afresh) and the
@@ -255,7 +266,10 @@ impl Measure for NetMeasure<'_> {
 
     fn accuracy(&mut self, table: &Table) -> Result<f64, String> {
         let net = with_table(self.net, table);
-        self.metric_of(&net).map_err(|e| e.to_string())
+        let all = self.metrics_of(&net).map_err(|e| e.to_string())?;
+        let first = all[0];
+        self.measured.insert(format!("{table:?}"), all);
+        Ok(first)
     }
 
     fn isolated_sqnr(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String> {

@@ -90,6 +90,14 @@ pub struct LayerReport {
     pub pinned: bool,
 }
 
+/// One metric blob's FP32 and final INT8 value.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricPair {
+    pub blob: String,
+    pub fp32: f64,
+    pub int8: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ForceU8Paths {
     pub prototxt: String,
@@ -108,6 +116,8 @@ pub struct Report {
     pub metric_blob: String,
     pub fp32_accuracy: f64,
     pub int8_accuracy: f64,
+    /// Every metric blob of the net, FP32 and INT8 (the first is the one tuning reads).
+    pub metrics: Vec<MetricPair>,
     pub within_tolerance: bool,
     pub stop: Stop,
     pub steps: Vec<Step>,
@@ -122,6 +132,8 @@ pub struct Parts<'a> {
     pub net: &'a Net,
     pub layers: &'a [LayerId],
     pub metric_blob: &'a str,
+    /// Every metric blob: name, FP32, INT8 (tuning's first).
+    pub metrics: Vec<(String, f64, f64)>,
     pub fp32: f64,
     pub tuned: &'a Tuned,
     /// Isolated and cumulative SQNR per quantized layer, when measured.
@@ -238,6 +250,15 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
             weights: f.weights.display().to_string(),
         }),
         metric_blob: p.metric_blob.to_string(),
+        metrics: p
+            .metrics
+            .iter()
+            .map(|(blob, fp32, int8)| MetricPair {
+                blob: blob.clone(),
+                fp32: *fp32,
+                int8: *int8,
+            })
+            .collect(),
         fp32_accuracy: p.fp32,
         int8_accuracy: p.tuned.accuracy,
         within_tolerance: p.fp32 - p.tuned.accuracy <= c.cfg.accuracy_loss,

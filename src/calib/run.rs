@@ -101,7 +101,8 @@ pub struct Retained {
     pub net: Net,
     pub stats: BTreeMap<String, TensorStats>,
     pub recorded: Recorded,
-    pub metric: Option<usize>,
+    /// The metric values (the first is tuning's).
+    pub metrics: Vec<usize>,
     pub base: PathBuf,
     pub choices: Choices,
 }
@@ -130,7 +131,7 @@ impl Retained {
             &self.net,
             &self.stats,
             cfg,
-            self.metric,
+            self.metrics.clone(),
             self.base.clone(),
             &self.recorded,
             cancel,
@@ -203,10 +204,16 @@ impl Calibration {
             false => None,
         };
         let net = without_quantization(&model.net);
-        let metric = match self.quantize_only {
-            true => None,
-            false => Some(metric_value(&net, &blob)?),
-        };
+        // The metric tuning reads first, then the net's other metric blobs (reported).
+        let mut metric_names = Vec::new();
+        if !self.quantize_only {
+            metric_names.push(blob.clone());
+            metric_names.extend(metric_blobs.names().into_iter().filter(|n| *n != blob));
+        }
+        let metrics = metric_names
+            .iter()
+            .map(|n| metric_value(&net, n))
+            .collect::<Result<Vec<_>, _>>()?;
         let layers = quantizable(&net, cfg);
         if layers.is_empty() {
             return Err(CalibError::Invalid(
@@ -220,10 +227,16 @@ impl Calibration {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let t = Instant::now();
-        let pass = self.fp32_pass(&net, metric, &base, events)?;
+        let pass = self.fp32_pass(&net, &metrics, &base, events)?;
         let sampling_seconds = t.elapsed().as_secs_f64();
-        let (stats, fp32, recorded, sampling_only) = pass;
-        if metric.is_some() {
+        let Fp32Pass {
+            stats,
+            metrics: fp32_all,
+            recorded,
+            sampling_seconds: sampling_only,
+        } = pass;
+        let fp32 = fp32_all.first().copied().unwrap_or(f64::NAN);
+        if !metrics.is_empty() {
             events(Event::Fp32Metric(fp32));
         }
         for s in blob_stats(
@@ -281,7 +294,7 @@ impl Calibration {
             &net,
             &stats,
             cfg,
-            metric,
+            metrics.clone(),
             base.clone(),
             &recorded,
             &self.cancel,
@@ -306,6 +319,7 @@ impl Calibration {
             true => Some(layer_sqnr(&mut m, &tuned).map_err(|e| self.failure(e))?),
             false => None,
         };
+        let int8_all = m.measured(&tuned.table).map(<[f64]>::to_vec);
         drop(m);
         let events = sink.into_inner();
         let tuning_seconds = t.elapsed().as_secs_f64();
@@ -342,11 +356,18 @@ impl Calibration {
             int8_eval: first,
             tuning: (tuning_seconds - first).max(0.0),
         };
+        let int8_all = int8_all.unwrap_or_default();
         let report = report::build(&report::Parts {
             calibration: self,
             net: &net,
             layers: &layers,
             metric_blob: &blob,
+            metrics: metric_names
+                .iter()
+                .zip(&fp32_all)
+                .enumerate()
+                .map(|(i, (n, &f))| (n.clone(), f, int8_all.get(i).copied().unwrap_or(f64::NAN)))
+                .collect(),
             fp32,
             tuned: &tuned,
             sqnr: sqnr.as_ref(),
@@ -358,7 +379,7 @@ impl Calibration {
             net,
             stats,
             recorded,
-            metric,
+            metrics,
             base,
             choices: tuned.choices,
             model,
@@ -421,16 +442,16 @@ impl Calibration {
     fn fp32_pass(
         &self,
         net: &Net,
-        metric: Option<usize>,
+        metrics: &[usize],
         base: &Path,
         events: &mut dyn FnMut(Event),
-    ) -> Result<(BTreeMap<String, TensorStats>, f64, Recorded, f64), CalibError> {
+    ) -> Result<Fp32Pass, CalibError> {
         let cfg = &self.cfg;
         let plan = Plan::new_int8(net, None)?;
         let layers = quantizable(net, cfg);
         let blobs = sampled_blobs(net, &Compiled::new(net), &layers);
         let mut feed = DataFeed::start(&plan, base).map_err(CalibError::Invalid)?;
-        let keep = if metric.is_some() && bytes_of(&plan, cfg.iterations) <= BUDGET {
+        let keep = if !metrics.is_empty() && bytes_of(&plan, cfg.iterations) <= BUDGET {
             cfg.iterations
         } else {
             0
@@ -449,13 +470,14 @@ impl Calibration {
             blobs: &blobs,
             batches: cfg.sampling_iterations,
             wants,
-            metric: metric.map(|m| (m, cfg.iterations)),
+            metrics,
+            iterations: cfg.iterations,
             last_only: cfg.sampling_single,
         };
         events(Event::Stage(Stage::Sampling));
         let t = Instant::now();
         let mut sampling_only = 0.0;
-        let (stats, fp32) = sample(&plan, &mut recorder, &sampling, &mut |done, total| {
+        let (stats, fp32_all) = sample(&plan, &mut recorder, &sampling, &mut |done, total| {
             if self.cancelled() {
                 return Err(EngineError::Cancelled);
             }
@@ -465,13 +487,22 @@ impl Calibration {
             events(Event::Progress { done, total });
             Ok(())
         })?;
-        Ok((
+        Ok(Fp32Pass {
             stats,
-            fp32.unwrap_or(f64::NAN),
-            recorder.recorded,
-            sampling_only,
-        ))
+            metrics: fp32_all,
+            recorded: recorder.recorded,
+            sampling_seconds: sampling_only,
+        })
     }
+}
+
+/// What the FP32 pass gives: the statistics, each metric's mean, the recorded batches, and the
+/// seconds its first `-s` batches took.
+struct Fp32Pass {
+    stats: BTreeMap<String, TensorStats>,
+    metrics: Vec<f64>,
+    recorded: Recorded,
+    sampling_seconds: f64,
 }
 
 /// `<model stem>_quantized.prototxt` beside the model (stem: the file name without its extension;

@@ -23,20 +23,21 @@ pub fn without_quantization(net: &Net) -> Net {
 }
 
 /// What a sampling pass gathers: the statistics of `blobs` over the first `batches` passes (`wants`:
-/// beyond the maxima), and optionally the mean of a scalar metric value over its first `iterations`
-/// (so that the FP32 evaluation and the sampling are one pass).
+/// beyond the maxima), and the means of scalar metric values over its first `iterations` (so that the
+/// FP32 evaluation and the sampling are one pass).
 #[derive(Debug, Clone)]
 pub struct Sampling<'a> {
     pub blobs: &'a [String],
     pub batches: usize,
     pub wants: Gather,
-    pub metric: Option<(usize, usize)>,
+    pub metrics: &'a [usize],
+    pub iterations: usize,
     /// Only the last of the `batches` passes is recorded (`-ss`).
     pub last_only: bool,
 }
 
 /// Runs FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`): the
-/// statistics of each named blob and the metric's mean. A name the net does not have is an error.
+/// statistics of each named blob and each metric's mean. A name the net does not have is an error.
 /// `after_pass` sees each finished pass's number and the total, and stops the run with an error
 /// (e.g. `Cancelled`).
 pub fn sample(
@@ -44,7 +45,7 @@ pub fn sample(
     feed: &mut dyn Feed,
     s: &Sampling,
     after_pass: &mut dyn FnMut(usize, usize) -> Result<(), EngineError>,
-) -> Result<(BTreeMap<String, TensorStats>, Option<f64>), EngineError> {
+) -> Result<(BTreeMap<String, TensorStats>, Vec<f64>), EngineError> {
     let mut session = Session::new(plan);
     let mut stats: BTreeMap<String, TensorStats> = s
         .blobs
@@ -56,15 +57,19 @@ pub fn sample(
             "no blob named \"{name}\" to sample"
         )));
     }
-    let iterations = s.metric.map_or(0, |(_, i)| i);
-    let mut sum = 0f64;
+    let iterations = if s.metrics.is_empty() {
+        0
+    } else {
+        s.iterations
+    };
+    let mut sums = vec![0f64; s.metrics.len()];
     let passes = s.batches.max(iterations);
     for pass in 0..passes {
         session.forward(feed, &mut NoObserver)?;
-        if let Some((v, i)) = s.metric
-            && pass < i
-        {
-            sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+        if pass < iterations {
+            for (sum, &v) in sums.iter_mut().zip(s.metrics) {
+                *sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+            }
         }
         if pass >= s.batches || (s.last_only && pass + 1 < s.batches) {
             after_pass(pass + 1, passes)?;
@@ -82,7 +87,8 @@ pub fn sample(
         });
         after_pass(pass + 1, passes)?;
     }
-    Ok((stats, s.metric.map(|_| sum / iterations.max(1) as f64)))
+    let means = sums.iter().map(|s| s / iterations.max(1) as f64).collect();
+    Ok((stats, means))
 }
 
 fn has_blob(plan: &Plan, name: &str) -> bool {

@@ -259,54 +259,63 @@ pub fn tune<M: Measure>(
         sqnr: BTreeMap::new(),
         on_step,
     };
-    let (mut table, mut accuracy) = lp.measure(&start, Action::Calibrate, None, None)?;
+    let (table, accuracy) = lp.measure(&start, Action::Calibrate, None, None)?;
     lp.conclude(true);
-    let mut cur = start;
+    let mut cur = Current {
+        choices: start,
+        table,
+        accuracy,
+    };
     let stop = if lim.strategy == TuningStrategy::None {
         Stop::NotTuned
-    } else if lp.meets(accuracy) {
+    } else if lp.meets(cur.accuracy) {
         Stop::WithinTolerance
     } else if lim.strategy == TuningStrategy::Positional {
-        positional(&mut lp, &mut cur, &mut table, &mut accuracy, order)?
+        positional(&mut lp, &mut cur, order)?
     } else {
-        ranked(&mut lp, &mut cur, &mut table, &mut accuracy, order)?
+        ranked(&mut lp, &mut cur, order)?
     };
     let mut isolated = BTreeMap::new();
-    for (name, q) in &table {
+    for (name, q) in &cur.table {
         let key = (name.clone(), format!("{q:?}"));
         if let Some(&s) = lp.sqnr.get(&key) {
             isolated.insert(name.clone(), s);
         }
     }
     Ok(Tuned {
-        choices: cur,
-        table,
-        accuracy,
+        choices: cur.choices,
+        table: cur.table,
+        accuracy: cur.accuracy,
         steps: lp.steps,
         stop,
         isolated,
     })
 }
 
+/// The configuration being improved and what was measured of it.
+struct Current {
+    choices: Choices,
+    table: Table,
+    accuracy: f64,
+}
+
 /// Intel 1.1.0's order, one-sided: revert quantized layers in file order until within tolerance.
 fn positional<M: Measure>(
     lp: &mut Loop<'_, M>,
-    cur: &mut Choices,
-    table: &mut Table,
-    accuracy: &mut f64,
+    cur: &mut Current,
     order: &[String],
 ) -> Result<Stop, String> {
     for name in order {
-        if !table.contains_key(name) {
+        if !cur.table.contains_key(name) {
             continue;
         }
         if let Some(stop) = lp.out_of_budget() {
             return Ok(stop);
         }
-        cur.fp32.insert(name.clone());
-        (*table, *accuracy) = lp.measure(cur, Action::Revert, Some(name), None)?;
+        cur.choices.fp32.insert(name.clone());
+        (cur.table, cur.accuracy) = lp.measure(&cur.choices, Action::Revert, Some(name), None)?;
         lp.conclude(true);
-        if lp.meets(*accuracy) {
+        if lp.meets(cur.accuracy) {
             return Ok(Stop::WithinTolerance);
         }
     }
@@ -316,9 +325,7 @@ fn positional<M: Measure>(
 /// Ours: rescale, then revert, the noisiest layer not yet settled; keep what helps.
 fn ranked<M: Measure>(
     lp: &mut Loop<'_, M>,
-    cur: &mut Choices,
-    table: &mut Table,
-    accuracy: &mut f64,
+    cur: &mut Current,
     order: &[String],
 ) -> Result<Stop, String> {
     let mut rescaled = BTreeSet::new();
@@ -330,7 +337,7 @@ fn ranked<M: Measure>(
         if let Some(stop) = lp.out_of_budget() {
             return Ok(stop);
         }
-        let ranking = lp.ranked(table, order)?;
+        let ranking = lp.ranked(&cur.table, order)?;
         let next = ranking.iter().find(|(n, _)| !settled.contains(n)).cloned();
         let Some((layer, sqnr)) = next else {
             if !std::mem::take(&mut improved) || ranking.is_empty() {
@@ -341,7 +348,7 @@ fn ranked<M: Measure>(
         };
         let mut candidate = None;
         if rescaled.insert(layer.clone())
-            && let Some((c, action, s)) = lp.best_rescale(&layer, cur)?
+            && let Some((c, action, s)) = lp.best_rescale(&layer, &cur.choices)?
             && s > sqnr + MIN_GAIN_DB
         {
             candidate = Some((c, action, Some((sqnr, s))));
@@ -350,7 +357,7 @@ fn ranked<M: Measure>(
             Some(c) => c,
             None => {
                 settled.insert(layer.clone());
-                let mut c = cur.clone();
+                let mut c = cur.choices.clone();
                 c.fp32.insert(layer.clone());
                 (c, Action::Revert, None)
             }
@@ -360,16 +367,20 @@ fn ranked<M: Measure>(
         // A rescale that costs nothing is kept (it made the layer less noisy); a reversion only
         // when it helps, since it gives up INT8 speed.
         let keep = if reverting {
-            a > *accuracy + SAME
+            a > cur.accuracy + SAME
         } else {
-            a >= *accuracy - SAME
+            a >= cur.accuracy - SAME
         };
         lp.conclude(keep);
-        improved |= a > *accuracy + SAME;
+        improved |= a > cur.accuracy + SAME;
         if keep {
-            (*cur, *table, *accuracy) = (c, t, a);
+            *cur = Current {
+                choices: c,
+                table: t,
+                accuracy: a,
+            };
         }
-        if lp.meets(*accuracy) {
+        if lp.meets(cur.accuracy) {
             return Ok(Stop::WithinTolerance);
         }
     }
@@ -448,23 +459,29 @@ mod tests {
         }
     }
 
-    fn order(f: &Fake) -> Vec<String> {
-        f.layers.iter().map(|l| l.0.to_string()).collect()
+    fn fake(layers: Vec<FakeLayer>) -> Fake {
+        Fake {
+            layers,
+            runs: 0,
+            extra: no_extra,
+        }
+    }
+
+    /// Tunes a fake net from the calibrated configuration.
+    fn run(f: &mut Fake, lim: &Limits) -> Tuned {
+        let order: Vec<String> = f.layers.iter().map(|l| l.0.to_string()).collect();
+        tune(f, lim, Choices::default(), &order, &mut |_| {}).unwrap()
     }
 
     #[test]
     fn rescales_the_noisiest_layer_first_and_reverts_only_what_helps() {
         // b is noisiest and KL fixes it; c is next and only reverting fixes it.
-        let mut f = Fake {
-            layers: vec![
-                ("a", (30.0, 0.002), (30.0, 0.002)),
-                ("b", (10.0, 0.05), (25.0, 0.001)),
-                ("c", (15.0, 0.02), (12.0, 0.03)),
-            ],
-            runs: 0,
-            extra: no_extra,
-        };
-        let o = order(&f);
+        let mut f = fake(vec![
+            ("a", (30.0, 0.002), (30.0, 0.002)),
+            ("b", (10.0, 0.05), (25.0, 0.001)),
+            ("c", (15.0, 0.02), (12.0, 0.03)),
+        ]);
+        let o = ["a", "b", "c"].map(String::from);
         let mut seen = Vec::new();
         let t = tune(
             &mut f,
@@ -494,23 +511,11 @@ mod tests {
     #[test]
     fn a_change_that_hurts_is_undone() {
         // KL makes a's SQNR better yet costs accuracy: undone; its reversion helps and is kept.
-        let mut f = Fake {
-            layers: vec![
-                ("a", (10.0, 0.05), (20.0, 0.08)),
-                ("b", (30.0, 0.0), (30.0, 0.0)),
-            ],
-            runs: 0,
-            extra: no_extra,
-        };
-        let o = order(&f);
-        let t = tune(
-            &mut f,
-            &limits(TuningStrategy::Ranked),
-            Choices::default(),
-            &o,
-            &mut |_| {},
-        )
-        .unwrap();
+        let mut f = fake(vec![
+            ("a", (10.0, 0.05), (20.0, 0.08)),
+            ("b", (30.0, 0.0), (30.0, 0.0)),
+        ]);
+        let t = run(&mut f, &limits(TuningStrategy::Ranked));
         assert!(!t.steps[1].kept && t.steps[2].kept);
         assert!(t.choices.methods.is_empty() && t.choices.fp32.contains("a"));
         assert_eq!(t.stop, Stop::WithinTolerance);
@@ -522,35 +527,12 @@ mod tests {
             ("a", (30.0, 0.0), (30.0, 0.0)),
             ("b", (10.0, 0.05), (10.0, 0.05)),
         ];
-        let mut f = Fake {
-            layers: layers.clone(),
-            runs: 0,
-            extra: no_extra,
-        };
-        let o = order(&f);
-        let t = tune(
-            &mut f,
-            &limits(TuningStrategy::Positional),
-            Choices::default(),
-            &o,
-            &mut |_| {},
-        )
-        .unwrap();
+        let mut f = fake(layers.clone());
+        let t = run(&mut f, &limits(TuningStrategy::Positional));
         let reverted: Vec<_> = t.steps.iter().filter_map(|s| s.layer.clone()).collect();
         assert_eq!(reverted, ["a", "b"]);
-        let mut f = Fake {
-            layers,
-            runs: 0,
-            extra: no_extra,
-        };
-        let t = tune(
-            &mut f,
-            &limits(TuningStrategy::None),
-            Choices::default(),
-            &o,
-            &mut |_| {},
-        )
-        .unwrap();
+        let mut f = fake(layers);
+        let t = run(&mut f, &limits(TuningStrategy::None));
         assert_eq!((t.stop, t.steps.len(), f.runs), (Stop::NotTuned, 1, 1));
     }
 
@@ -565,22 +547,13 @@ mod tests {
             }
         }
         let mut f = Fake {
-            layers: vec![
+            extra,
+            ..fake(vec![
                 ("a", (20.0, 0.0), (20.0, 0.0)),
                 ("b", (10.0, 0.0), (10.0, 0.0)),
-            ],
-            runs: 0,
-            extra,
+            ])
         };
-        let o = order(&f);
-        let t = tune(
-            &mut f,
-            &limits(TuningStrategy::Ranked),
-            Choices::default(),
-            &o,
-            &mut |_| {},
-        )
-        .unwrap();
+        let t = run(&mut f, &limits(TuningStrategy::Ranked));
         let reverts: Vec<_> = t.steps[1..]
             .iter()
             .map(|s| (s.layer.clone().unwrap(), s.kept))
@@ -594,18 +567,13 @@ mod tests {
 
     #[test]
     fn stops_at_max_steps_keeping_the_best() {
-        let mut f = Fake {
-            layers: vec![
-                ("a", (10.0, 0.05), (10.0, 0.05)),
-                ("b", (11.0, 0.05), (11.0, 0.05)),
-            ],
-            runs: 0,
-            extra: no_extra,
-        };
-        let o = order(&f);
+        let mut f = fake(vec![
+            ("a", (10.0, 0.05), (10.0, 0.05)),
+            ("b", (11.0, 0.05), (11.0, 0.05)),
+        ]);
         let mut lim = limits(TuningStrategy::Ranked);
         lim.max_steps = 1;
-        let t = tune(&mut f, &lim, Choices::default(), &o, &mut |_| {}).unwrap();
+        let t = run(&mut f, &lim);
         assert_eq!(t.stop, Stop::MaxSteps);
         assert_eq!(t.steps.len(), 2);
         assert!((t.accuracy - 0.85).abs() < 1e-12);

@@ -364,13 +364,36 @@ impl App {
             && let Some(l) = &self.loaded
             && let Some(node) = l.graph.nodes.get(n)
         {
+            let name = l.model.net.layers[node.layer].name.clone();
+            let pinnable = self
+                .calib_view
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.report.layers.iter().any(|r| r.name == name));
+            let mut toggle = false;
             egui::Panel::right("details")
                 .default_size(theme::DETAILS_WIDTH)
                 .resizable(true)
                 .show(ui, |ui| {
+                    if pinnable {
+                        let pinned = self.pinned.contains(&name);
+                        let label = if pinned {
+                            "Unpin (back to INT8)"
+                        } else {
+                            "Pin to FP32"
+                        };
+                        toggle = ui
+                            .button(label)
+                            .on_hover_text("Then \"Re-evaluate INT8 with pins\" in the Compare tab")
+                            .clicked();
+                        ui.separator();
+                    }
                     egui::ScrollArea::vertical()
                         .show(ui, |ui| details::show(ui, &l.model.net, node));
                 });
+            if toggle {
+                self.toggle_pin(&name);
+            }
         }
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
         let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
@@ -648,7 +671,11 @@ impl App {
                 });
             }
             Tab::Compare => {
-                let actions = compare::show(ui, &self.calib_view, &self.pinned, &mut self.compare);
+                let actions = egui::ScrollArea::vertical()
+                    .show(ui, |ui| {
+                        compare::show(ui, &self.calib_view, &self.pinned, &mut self.compare)
+                    })
+                    .inner;
                 for a in actions {
                     match a {
                         CompareAction::TogglePin(name) => self.toggle_pin(&name),

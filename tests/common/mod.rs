@@ -75,3 +75,16 @@ layer { name: "flat" type: "Flatten" bottom: "cat" top: "flat" }
 layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 5 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 "#;
+
+/// The mean of a scalar blob (a metric) of a prototxt with its weights over `iterations` batches,
+/// run as `int8cal eval` runs it (INT8 when the file is quantized).
+pub fn evaluate(model: &Path, weights: &Path, blob: &str, iterations: usize) -> f64 {
+    let m = load(model, Some(weights)).unwrap();
+    let plan = int8cal::engine::Plan::new_int8(&m.net, None).unwrap();
+    let v = (0..m.net.values.len())
+        .rev()
+        .find(|&v| m.net.values[v].name == blob)
+        .unwrap();
+    let base = model.parent().unwrap();
+    int8cal::cli::eval::mean_outputs(&plan, base, &[v], iterations, None).unwrap()[0]
+}

@@ -152,28 +152,42 @@ fn disagreements(ui: &mut egui::Ui, view: &CalibView, state: &mut CompareState) 
     });
 }
 
+/// FP32 and INT8 side by side for every metric blob (and INT8 with pins for tuning's metric).
 fn metric_bars(ui: &mut egui::Ui, view: &CalibView) {
     let Some(o) = &view.outcome else { return };
     let r = &o.report;
-    let mut bars = vec![
-        Bar::new(0.0, r.fp32_accuracy).name("FP32").fill(colors::U8),
-        Bar::new(1.0, r.int8_accuracy).name("INT8").fill(colors::S8),
-    ];
-    if let Some((_, a)) = &view.pinned_result {
-        bars.push(
-            Bar::new(2.0, *a)
-                .name("INT8 with pins")
-                .fill(colors::PINNED),
-        );
+    let (mut fp32, mut int8) = (Vec::new(), Vec::new());
+    for (i, m) in r.metrics.iter().enumerate() {
+        let x = i as f64 * 3.0;
+        fp32.push(Bar::new(x, m.fp32).name(format!("{} FP32 {:.4}", m.blob, m.fp32)));
+        int8.push(Bar::new(x + 1.0, m.int8).name(format!("{} INT8 {:.4}", m.blob, m.int8)));
     }
+    let names: Vec<String> = r.metrics.iter().map(|m| m.blob.clone()).collect();
     Plot::new("metric bars")
         .height(220.0)
         .legend(Legend::default())
-        .y_axis_label(r.metric_blob.as_str())
         .allow_scroll(false)
-        .show_axes([false, true])
+        .x_axis_formatter(move |mark, _| {
+            // The metric's name under its pair of bars.
+            let i = (mark.value / 3.0).round();
+            let near = (mark.value - i * 3.0 - 0.5).abs() < 0.6;
+            names
+                .get(i as usize)
+                .filter(|_| near && i >= 0.0)
+                .cloned()
+                .unwrap_or_default()
+        })
         .show(ui, |p| {
-            p.bar_chart(BarChart::new(r.metric_blob.as_str(), bars).width(0.6))
+            p.bar_chart(BarChart::new("FP32", fp32).color(colors::U8).width(0.9));
+            p.bar_chart(BarChart::new("INT8", int8).color(colors::S8).width(0.9));
+            if let Some((_, a)) = &view.pinned_result {
+                let bar = Bar::new(2.0, *a).name(format!("INT8 with pins {a:.4}"));
+                p.bar_chart(
+                    BarChart::new("INT8 with pins", vec![bar])
+                        .color(colors::PINNED)
+                        .width(0.9),
+                );
+            }
         });
 }
 
@@ -225,74 +239,72 @@ fn layer_table(
     if state.descending {
         rows.reverse();
     }
-    egui::ScrollArea::vertical().show(ui, |ui| {
-        egui::Grid::new("layer table").striped(true).show(ui, |ui| {
-            let headers = [
-                ("#", SortBy::File),
-                ("layer", SortBy::Name),
-                ("in", SortBy::Precision),
-                ("out", SortBy::Precision),
-                ("scale_in", SortBy::ScaleIn),
-                ("scale_out", SortBy::ScaleIn),
-                ("weight scales", SortBy::ScaleIn),
-                ("method", SortBy::Method),
-                ("SQNR iso / cum dB", SortBy::Sqnr),
-                ("state", SortBy::Precision),
-                ("pin", SortBy::Precision),
-            ];
-            for (h, by) in headers {
-                let mark = if state.sort == by {
-                    if state.descending {
-                        " (desc)"
-                    } else {
-                        " (asc)"
-                    }
+    egui::Grid::new("layer table").striped(true).show(ui, |ui| {
+        let headers = [
+            ("#", SortBy::File),
+            ("layer", SortBy::Name),
+            ("in", SortBy::Precision),
+            ("out", SortBy::Precision),
+            ("scale_in", SortBy::ScaleIn),
+            ("scale_out", SortBy::ScaleIn),
+            ("weight scales", SortBy::ScaleIn),
+            ("method", SortBy::Method),
+            ("SQNR iso / cum dB", SortBy::Sqnr),
+            ("state", SortBy::Precision),
+            ("pin", SortBy::Precision),
+        ];
+        for (h, by) in headers {
+            let mark = if state.sort == by {
+                if state.descending {
+                    " (desc)"
                 } else {
-                    ""
-                };
-                if ui.button(format!("{h}{mark}")).clicked() {
-                    state.descending = state.sort == by && !state.descending;
-                    state.sort = by;
+                    " (asc)"
                 }
+            } else {
+                ""
+            };
+            if ui.button(format!("{h}{mark}")).clicked() {
+                state.descending = state.sort == by && !state.descending;
+                state.sort = by;
+            }
+        }
+        ui.end_row();
+        for l in rows {
+            let index = layers.iter().position(|x| x.name == l.name).unwrap_or(0);
+            ui.label(index.to_string());
+            if ui.link(&l.name).clicked() {
+                actions.push(CompareAction::Select(l.name.clone()));
+            }
+            ui.label(precision_text(l.precision_in));
+            ui.label(precision_text(l.precision_out));
+            ui.label(opt(l.scale_in));
+            ui.label(opt(l.scale_out));
+            ui.label(match (l.weight_scale_min, l.weight_scale_max) {
+                (Some(a), Some(b)) if a != b => format!("{a:.1} – {b:.1}"),
+                (Some(a), _) => format!("{a:.1}"),
+                _ => "—".into(),
+            });
+            ui.label(l.method.map(|m| m.label()).unwrap_or("—"));
+            ui.label(match (l.sqnr_db_isolated, l.sqnr_db_cumulative) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "—".into(),
+            });
+            let (state_text, color) = match (l.pinned, l.reverted, l.precision_in) {
+                (true, _, _) => ("pinned", colors::PINNED),
+                (_, true, _) => ("reverted", colors::REVERTED),
+                (_, _, Precision::Fp32) => ("FP32 at run time", colors::FP32),
+                _ => ("INT8", Color32::from_rgb(0x2e, 0x9e, 0x5a)),
+            };
+            ui.colored_label(color, state_text);
+            let mut pin = pinned.contains(&l.name);
+            if ui
+                .checkbox(&mut pin, "keep FP32")
+                .on_hover_text("Keep this layer FP32")
+                .changed()
+            {
+                actions.push(CompareAction::TogglePin(l.name.clone()));
             }
             ui.end_row();
-            for l in rows {
-                let index = layers.iter().position(|x| x.name == l.name).unwrap_or(0);
-                ui.label(index.to_string());
-                if ui.link(&l.name).clicked() {
-                    actions.push(CompareAction::Select(l.name.clone()));
-                }
-                ui.label(precision_text(l.precision_in));
-                ui.label(precision_text(l.precision_out));
-                ui.label(opt(l.scale_in));
-                ui.label(opt(l.scale_out));
-                ui.label(match (l.weight_scale_min, l.weight_scale_max) {
-                    (Some(a), Some(b)) if a != b => format!("{a:.1} – {b:.1}"),
-                    (Some(a), _) => format!("{a:.1}"),
-                    _ => "—".into(),
-                });
-                ui.label(l.method.map(|m| m.label()).unwrap_or("—"));
-                ui.label(match (l.sqnr_db_isolated, l.sqnr_db_cumulative) {
-                    (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
-                    _ => "—".into(),
-                });
-                let (state_text, color) = match (l.pinned, l.reverted, l.precision_in) {
-                    (true, _, _) => ("pinned", colors::PINNED),
-                    (_, true, _) => ("reverted", colors::REVERTED),
-                    (_, _, Precision::Fp32) => ("FP32 at run time", colors::FP32),
-                    _ => ("INT8", Color32::from_rgb(0x2e, 0x9e, 0x5a)),
-                };
-                ui.colored_label(color, state_text);
-                let mut pin = pinned.contains(&l.name);
-                if ui
-                    .checkbox(&mut pin, "FP32")
-                    .on_hover_text("Keep this layer FP32")
-                    .changed()
-                {
-                    actions.push(CompareAction::TogglePin(l.name.clone()));
-                }
-                ui.end_row();
-            }
-        });
+        }
     });
 }
