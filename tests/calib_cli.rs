@@ -171,7 +171,13 @@ fn report_has_the_documented_shape() {
     // Every metric blob of the net, tuning's first, each with FP32 and INT8.
     assert_eq!(r["metrics"][0]["blob"], "accuracy");
     assert_eq!(r["metrics"][0]["int8"], r["int8_accuracy"]);
-    assert!(r["metrics"].as_array().unwrap().iter().all(|m| m["fp32"].is_f64()));
+    assert!(
+        r["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["fp32"].is_f64())
+    );
     assert_eq!(r["inputs"]["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(r["steps"][0]["action"], "calibrate");
     let layer = &r["layers"][0];

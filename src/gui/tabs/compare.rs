@@ -162,30 +162,28 @@ fn metric_bars(ui: &mut egui::Ui, view: &CalibView) {
         fp32.push(Bar::new(x, m.fp32).name(format!("{} FP32 {:.4}", m.blob, m.fp32)));
         int8.push(Bar::new(x + 1.0, m.int8).name(format!("{} INT8 {:.4}", m.blob, m.int8)));
     }
-    let names: Vec<String> = r.metrics.iter().map(|m| m.blob.clone()).collect();
+    let names: Vec<&str> = r.metrics.iter().map(|m| m.blob.as_str()).collect();
+    let right = (r.metrics.len() as f64 * 3.0 - 1.2).max(2.2);
     Plot::new("metric bars")
         .height(220.0)
         .legend(Legend::default())
         .allow_scroll(false)
-        .x_axis_formatter(move |mark, _| {
-            // The metric's name under its pair of bars.
-            let i = (mark.value / 3.0).round();
-            let near = (mark.value - i * 3.0 - 0.5).abs() < 0.6;
-            names
-                .get(i as usize)
-                .filter(|_| near && i >= 0.0)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .allow_drag(false)
+        .include_x(-0.8)
+        .include_x(right)
+        .include_y(0.0)
+        .include_y(1.0)
+        .x_axis_label(format!("left to right: {}", names.join(", ")))
+        .x_axis_formatter(|_, _| String::new())
         .show(ui, |p| {
-            p.bar_chart(BarChart::new("FP32", fp32).color(colors::U8).width(0.9));
-            p.bar_chart(BarChart::new("INT8", int8).color(colors::S8).width(0.9));
+            p.bar_chart(BarChart::new("FP32", fp32).color(colors::U8).width(0.8));
+            p.bar_chart(BarChart::new("INT8", int8).color(colors::S8).width(0.8));
             if let Some((_, a)) = &view.pinned_result {
                 let bar = Bar::new(2.0, *a).name(format!("INT8 with pins {a:.4}"));
                 p.bar_chart(
                     BarChart::new("INT8 with pins", vec![bar])
                         .color(colors::PINNED)
-                        .width(0.9),
+                        .width(0.8),
                 );
             }
         });
