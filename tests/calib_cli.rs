@@ -213,4 +213,6 @@ fn refused_flags_say_why() {
     assert!(bad.contains("DIRECT, KL, MAXP, MA and MSE"), "{bad}");
     assert!(e(&["-c", "multipe"]).contains("multiple"));
     assert!(e(&["--time-budget", "0"]).contains("positive"));
+    let pin = e(&["--pin", "conv9"]);
+    assert!(pin.contains("conv9") && pin.contains("conv2"), "{pin}");
 }

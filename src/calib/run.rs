@@ -29,7 +29,7 @@ use crate::engine::error::EngineError;
 use crate::engine::feed::DataFeed;
 use crate::model::error::ModelError;
 use crate::model::export::QuantTable;
-use crate::model::{Model, Net};
+use crate::model::{LayerId, Model, Net};
 
 /// Why a calibration did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -175,30 +175,11 @@ impl Calibration {
     pub fn run(&self, events: &mut dyn FnMut(Event)) -> Result<Outcome, CalibError> {
         let cfg = &self.cfg;
         let out = self.output_path();
-        for input in [&self.model, &self.weights] {
-            if crate::model::export::same_file(input, &out) {
-                return Err(CalibError::Invalid(format!(
-                    "{}: the output would overwrite an input file",
-                    out.display()
-                )));
-            }
-        }
-        if self.write_output {
-            writable_folder(&out)?;
-        }
+        self.check_output(&out)?;
         let model = Model::load(&self.model, Some(&self.weights), &data_tops)?;
         let metric_blobs = MetricBlobs::of(&model.net);
         cfg.validate(&metric_blobs.names())?;
-        let blob = match cfg.blob_name.as_str() {
-            _ if self.quantize_only => String::new(),
-            "" => metric_blobs
-                .default_blob(cfg.detection)
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    CalibError::Invalid("the net has no Accuracy layer; give -n".into())
-                })?,
-            b => b.to_string(),
-        };
+        let blob = self.metric_blob(&metric_blobs)?;
         let force_u8 = match cfg.first_conv_force_u8 {
             true => Some(ForceU8::check(&model.net).map_err(CalibError::Invalid)?),
             false => None,
@@ -220,6 +201,16 @@ impl Calibration {
                 "nothing to quantize: the net has no Convolution (or InnerProduct with -fc) past the first"
                     .into(),
             ));
+        }
+        let names: Vec<&str> = layers
+            .iter()
+            .map(|&id| net.layers[id].name.as_str())
+            .collect();
+        if let Some(p) = self.pinned.iter().find(|p| !names.contains(&p.as_str())) {
+            return Err(CalibError::Invalid(format!(
+                "--pin {p}: not a quantizable layer of this net (they are {})",
+                names.join(", ")
+            )));
         }
         let base = self
             .model
@@ -245,23 +236,7 @@ impl Calibration {
         ) {
             events(Event::LayerStats(Box::new(s)));
         }
-        let mut start = Choices {
-            fp32: self.pinned.iter().cloned().collect(),
-            ..Choices::default()
-        };
-        for &id in &layers {
-            let l = &net.layers[id];
-            let Some(b) = l.bottoms.first().map(|&b| &net.values[b].name) else {
-                continue;
-            };
-            if let Some(why) = stats.get(b).and_then(unusable) {
-                events(Event::Warning(format!(
-                    "layer \"{}\": its input \"{b}\" {why} over the sampled batches; kept FP32",
-                    l.name
-                )));
-                start.fp32.insert(l.name.clone());
-            }
-        }
+        let start = self.start_choices(&net, &layers, &stats, events);
         // Tuning may change every quantized layer but a -fu first convolution, which must stay INT8.
         let locked = force_u8.as_ref().map(|f| net.layers[f.conv].name.clone());
         if let Some(name) = locked.as_ref().filter(|n| start.fp32.contains(*n)) {
@@ -323,22 +298,8 @@ impl Calibration {
         drop(m);
         let events = sink.into_inner();
         let tuning_seconds = t.elapsed().as_secs_f64();
-        for (name, q) in &tuned.table {
-            let input = net
-                .layers
-                .iter()
-                .find(|l| &l.name == name)
-                .and_then(|l| l.bottoms.first());
-            let method = input
-                .and_then(|&b| tuned.choices.methods.get(&net.values[b].name).copied())
-                .unwrap_or(cfg.scale_method);
-            events(Event::Scale(LayerScale {
-                layer: name.clone(),
-                scale_in: q.scale_in.first().copied().unwrap_or(0.0),
-                scale_out: (q.bw_layer_out() == 8)
-                    .then(|| q.scale_out.first().copied().unwrap_or(0.0)),
-                method,
-            }));
+        for s in chosen_scales(&net, &tuned, cfg) {
+            events(Event::Scale(s));
         }
         if self.cancelled() {
             return Err(CalibError::Cancelled);
@@ -426,6 +387,65 @@ impl Calibration {
             false => None,
         };
         Ok((notes, force_u8))
+    }
+
+    /// Refuses an output that is an input file, or (when writing) in a missing or read-only folder.
+    fn check_output(&self, out: &Path) -> Result<(), CalibError> {
+        for input in [&self.model, &self.weights] {
+            if crate::model::export::same_file(input, out) {
+                return Err(CalibError::Invalid(format!(
+                    "{}: the output would overwrite an input file",
+                    out.display()
+                )));
+            }
+        }
+        if self.write_output {
+            writable_folder(out)?;
+        }
+        Ok(())
+    }
+
+    /// The metric blob: `-n`, else Intel's choice (none with `-q`).
+    fn metric_blob(&self, metric_blobs: &MetricBlobs) -> Result<String, CalibError> {
+        Ok(match self.cfg.blob_name.as_str() {
+            _ if self.quantize_only => String::new(),
+            "" => metric_blobs
+                .default_blob(self.cfg.detection)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    CalibError::Invalid("the net has no Accuracy layer; give -n".into())
+                })?,
+            b => b.to_string(),
+        })
+    }
+
+    /// The configuration tuning starts from: the user's pins, and every layer whose input was all
+    /// zero or held NaN kept FP32 with a warning.
+    fn start_choices(
+        &self,
+        net: &Net,
+        layers: &[LayerId],
+        stats: &BTreeMap<String, TensorStats>,
+        events: &mut dyn FnMut(Event),
+    ) -> Choices {
+        let mut start = Choices {
+            fp32: self.pinned.iter().cloned().collect(),
+            ..Choices::default()
+        };
+        for &id in layers {
+            let l = &net.layers[id];
+            let Some(b) = l.bottoms.first().map(|&b| &net.values[b].name) else {
+                continue;
+            };
+            if let Some(why) = stats.get(b).and_then(unusable) {
+                events(Event::Warning(format!(
+                    "layer \"{}\": its input \"{b}\" {why} over the sampled batches; kept FP32",
+                    l.name
+                )));
+                start.fp32.insert(l.name.clone());
+            }
+        }
+        start
     }
 
     /// A measurement's error: cancellation when the flag is set, else the message.
@@ -542,6 +562,27 @@ fn metric_value(net: &Net, blob: &str) -> Result<usize, CalibError> {
         .rev()
         .find(|&v| net.values[v].name == blob)
         .ok_or_else(|| CalibError::Invalid(format!("-n {blob}: the net has no blob of that name")))
+}
+
+/// Each quantized layer's scales and its input's method, as tuning left them.
+fn chosen_scales(net: &Net, tuned: &Tuned, cfg: &CalibConfig) -> Vec<LayerScale> {
+    tuned
+        .table
+        .iter()
+        .map(|(name, q)| {
+            let input = net.layer(name).and_then(|l| l.bottoms.first());
+            let method = input
+                .and_then(|&b| tuned.choices.methods.get(&net.values[b].name).copied())
+                .unwrap_or(cfg.scale_method);
+            LayerScale {
+                layer: name.clone(),
+                scale_in: q.scale_in.first().copied().unwrap_or(0.0),
+                scale_out: (q.bw_layer_out() == 8)
+                    .then(|| q.scale_out.first().copied().unwrap_or(0.0)),
+                method,
+            }
+        })
+        .collect()
 }
 
 /// Why a tensor cannot be quantized, if it cannot: all zero or holding NaN.
