@@ -103,9 +103,9 @@ impl<'n> Plan<'n> {
                 LayerKind::Unsupported(t) => {
                     return Err(err(format!("type '{t}' cannot be run by int8cal")));
                 }
-                LayerKind::DetectionOutput(_) | LayerKind::DetectionEvaluate(_) => {
+                LayerKind::DetectionEvaluate(_) => {
                     return Err(err(
-                        "detection outputs are not supported by the FP32 engine yet".into(),
+                        "DetectionEvaluate is not supported by the engine yet".into()
                     ));
                 }
                 kind => {

@@ -168,6 +168,15 @@ impl<'p, 'n> Session<'p, 'n> {
         let [top, rest @ ..] = tops else {
             return Ok(());
         };
+        if let LayerKind::DetectionOutput(p) = &l.kind {
+            // As many rows as detections: the top takes its shape from the data.
+            let images = dims(0).first().copied().unwrap_or(1);
+            let (conf, prior) = (contiguous(input(1)?)?, contiguous(input(2)?)?);
+            let rows = super::ops::detection::detection_output(p, x()?, conf, prior, images)?;
+            let n = rows.len() / 7;
+            *top = ArrayD::from_shape_vec(IxDyn(&[1, 1, n, 7]), rows).map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         let top_shape = plan.shapes[l.tops[0]].as_slice();
         let out = top.as_slice_mut().ok_or("non-contiguous output")?;
         match &l.kind {

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod codes;
 pub mod conv;
 pub mod conv_int8;
+pub mod detection;
 pub mod inner_product;
 pub mod norm;
 pub mod phases;

@@ -1,0 +1,101 @@
+//! The FP32 engine on the detection fixtures: every blob of `reference/blobs.npz` on
+//! `reference/input.npy`, `detection_out` compared as rows sorted by image and score (boxes within
+//! 1e-4), the other blobs within 1e-4·max|ref| + 1e-5.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use int8cal::engine::feed::ArrayFeed;
+use int8cal::engine::session::NoObserver;
+use int8cal::engine::{Plan, Session};
+use int8cal::model::LayerKind;
+use ndarray::ArrayD;
+
+/// Rows of a detection output with image ≥ 0, sorted by image then score (best first).
+fn rows(a: &ArrayD<f32>) -> Vec<[f32; 7]> {
+    let mut r: Vec<[f32; 7]> = a
+        .iter()
+        .copied()
+        .collect::<Vec<f32>>()
+        .chunks(7)
+        .map(|c| <[f32; 7]>::try_from(c).unwrap())
+        .filter(|r| r[0] >= 0.0)
+        .collect();
+    r.sort_by(|a, b| a[0].total_cmp(&b[0]).then(b[2].total_cmp(&a[2])));
+    r
+}
+
+#[test]
+fn every_reference_blob_of_the_detectors_agrees() {
+    let detectors: Vec<_> = common::fixture_dirs()
+        .into_iter()
+        .filter(|d| {
+            std::fs::read_to_string(d.join("deploy.prototxt"))
+                .unwrap()
+                .contains("DetectionOutput")
+        })
+        .collect();
+    for dir in detectors {
+        let model = common::load(
+            &dir.join("deploy.prototxt"),
+            Some(&dir.join("weights.caffemodel")),
+        )
+        .unwrap();
+        let x: ArrayD<f32> = ndarray_npy::read_npy(dir.join("reference/input.npy")).unwrap();
+        let plan = Plan::new(&model.net, Some(x.shape()[0])).unwrap();
+        let input = model
+            .net
+            .layers
+            .iter()
+            .find(|l| matches!(l.kind, LayerKind::Input { .. }))
+            .unwrap()
+            .tops[0];
+        let mut feed = ArrayFeed::default();
+        feed.arrays.insert(input, x);
+        let mut session = Session::new(&plan);
+        session.forward(&mut feed, &mut NoObserver).unwrap();
+        let refs = dir.join("reference");
+        let index: BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(refs.join("blobs_index.json")).unwrap())
+                .unwrap();
+        let mut npz =
+            ndarray_npy::NpzReader::new(std::fs::File::open(refs.join("blobs.npz")).unwrap())
+                .unwrap();
+        let mut detections = 0;
+        for (blob, key) in &index {
+            let want: ArrayD<f32> = npz
+                .by_name(key)
+                .or_else(|_| npz.by_name(&format!("{key}.npy")))
+                .unwrap();
+            let ours = session.blob(blob).unwrap();
+            if blob == "detection_out" {
+                let (a, b) = (rows(ours), rows(&want));
+                assert_eq!(a.len(), b.len(), "{}: detection rows", dir.display());
+                for (r, w) in a.iter().zip(&b) {
+                    let err = r.iter().zip(w).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(err <= 1e-4, "{}: row {r:?} vs {w:?}", dir.display());
+                }
+                detections = a.len();
+                continue;
+            }
+            assert_eq!(ours.shape(), want.shape(), "{}: {blob}", dir.display());
+            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = ours
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * max_ref + 1e-5,
+                "{}: {blob} max error {err}",
+                dir.display()
+            );
+        }
+        assert!(
+            detections > 0,
+            "{}: no detection rows compared",
+            dir.display()
+        );
+    }
+}
