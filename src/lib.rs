@@ -9,4 +9,5 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod gui;
+pub mod metrics;
 pub mod model;

@@ -99,3 +99,60 @@ fn every_reference_blob_of_the_detectors_agrees() {
         );
     }
 }
+
+#[test]
+fn detection_map_matches_the_reference_for_every_ap_version() {
+    use int8cal::metrics::ap::ApVersion;
+    let detectors: Vec<_> = common::fixture_dirs()
+        .into_iter()
+        .filter(|d| d.join("reference/accuracy.json").is_file())
+        .filter(|d| {
+            std::fs::read_to_string(d.join("test.prototxt"))
+                .unwrap()
+                .contains("DetectionEvaluate")
+        })
+        .collect();
+    assert!(common::fixtures().is_none() || !detectors.is_empty());
+    for dir in detectors {
+        let acc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("reference/accuracy.json")).unwrap(),
+        )
+        .unwrap();
+        let model = common::load(
+            &dir.join("test.prototxt"),
+            Some(&dir.join("weights.caffemodel")),
+        )
+        .unwrap();
+        let plan = Plan::new(&model.net, None).unwrap();
+        let value = (0..model.net.values.len())
+            .rev()
+            .find(|&v| model.net.values[v].name == "detection_eval")
+            .unwrap();
+        let iterations = acc["iterations"].as_u64().unwrap() as usize;
+        let rows =
+            int8cal::cli::eval::detection_rows(&plan, &dir, value, iterations, None).unwrap();
+        let want = [
+            (
+                ApVersion::ElevenPoint,
+                acc["blobs"]["detection_eval"].as_f64(),
+            ),
+            (
+                ApVersion::Integral,
+                acc["other_ap_versions"]["Integral"].as_f64(),
+            ),
+            (
+                ApVersion::MaxIntegral,
+                acc["other_ap_versions"]["MaxIntegral"].as_f64(),
+            ),
+        ];
+        for (version, want) in want {
+            let (map, _) = rows.map(version);
+            let want = want.unwrap();
+            assert!(
+                (map - want).abs() <= 0.002,
+                "{}: {version:?} {map} vs {want}",
+                dir.display()
+            );
+        }
+    }
+}

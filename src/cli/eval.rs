@@ -10,6 +10,7 @@ use crate::data::shapes::data_tops;
 use crate::engine::Session;
 use crate::engine::feed::DataFeed;
 use crate::engine::session::NoObserver;
+use crate::metrics::ap::{ApVersion, MapAccumulator};
 use crate::model::Model;
 
 #[derive(Debug, clap::Args)]
@@ -22,9 +23,12 @@ pub struct Args {
     /// Report only these output blobs (repeatable).
     #[arg(short = 'n', long = "blob_name", value_name = "BLOB")]
     pub blobs: Vec<String>,
-    /// Detection mode (mAP from DetectionEvaluate).
+    /// Detection mode: mAP from the DetectionEvaluate top, as SSD Caffe's `caffe test` computes it.
     #[arg(short = 'd', long = "detection", default_value_t = 0)]
     pub detection: u8,
+    /// With -d 1: how AP integrates the precision-recall curve.
+    #[arg(long, value_enum, default_value_t = ApArg::ElevenPoint)]
+    pub ap_version: ApArg,
     /// Print `{"iterations": N, "blobs": {...}}`.
     #[arg(long)]
     pub json: bool,
@@ -44,11 +48,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.iterations == 0 {
         anyhow::bail!("-i must be at least 1");
     }
-    if args.detection == 1 {
-        anyhow::bail!("detection evaluation (-d 1) is not implemented yet");
-    }
     let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
     let plan = super::plan_for(&model.net, None, args.fp32)?;
+    if args.detection == 1 {
+        return detection(args, &model, &plan);
+    }
     let scalars: Vec<(String, usize)> = plan
         .outputs()
         .into_iter()
@@ -142,4 +146,96 @@ pub fn mean_outputs(
     })?;
     bar.finish_and_clear();
     Ok(sums.iter().map(|s| s / iterations as f64).collect())
+}
+
+/// `--ap-version`, spelled as SSD Caffe spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApArg {
+    #[value(name = "11point")]
+    ElevenPoint,
+    #[value(name = "integral", alias = "Integral")]
+    Integral,
+    #[value(name = "maxintegral", alias = "MaxIntegral")]
+    MaxIntegral,
+}
+
+impl ApArg {
+    fn version(self) -> ApVersion {
+        match self {
+            Self::ElevenPoint => ApVersion::ElevenPoint,
+            Self::Integral => ApVersion::Integral,
+            Self::MaxIntegral => ApVersion::MaxIntegral,
+        }
+    }
+}
+
+/// `eval -d 1`: DetectionEvaluate's rows gathered over the iterations, then mAP.
+fn detection(args: &Args, model: &Model, plan: &crate::engine::Plan) -> anyhow::Result<ExitCode> {
+    let blobs = crate::calib::metric_blob::MetricBlobs::of(&model.net);
+    let name = match args.blobs.as_slice() {
+        [] => blobs
+            .default_blob(true)
+            .ok_or_else(|| anyhow::anyhow!("-d 1: the net has no DetectionEvaluate layer"))?
+            .to_string(),
+        [one] => one.clone(),
+        _ => anyhow::bail!("-d 1 evaluates one DetectionEvaluate top; give at most one -n"),
+    };
+    let value = (0..model.net.values.len())
+        .rev()
+        .find(|&v| model.net.values[v].name == name)
+        .ok_or_else(|| anyhow::anyhow!("-n {name}: no such blob"))?;
+    let acc = detection_rows(
+        plan,
+        &args.files.folder(),
+        value,
+        args.iterations,
+        args.threads,
+    )?;
+    let version = args.ap_version.version();
+    let (map, per_class) = acc.map(version);
+    if args.json {
+        let per: BTreeMap<String, f64> = per_class
+            .iter()
+            .map(|(l, ap)| (l.to_string(), *ap))
+            .collect();
+        let doc = serde_json::json!({
+            "iterations": args.iterations,
+            "ap_version": version.name(),
+            "blobs": { name.as_str(): map },
+            "ap_per_class": per,
+        });
+        super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+    } else {
+        let per: String = per_class
+            .iter()
+            .map(|(l, ap)| format!("class {l} AP = {ap}\n"))
+            .collect();
+        super::emit(&format!("{per}{name} = {map}\n"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// DetectionEvaluate's rows of `value` over `iterations` batches.
+pub fn detection_rows(
+    plan: &crate::engine::Plan,
+    base: &std::path::Path,
+    value: usize,
+    iterations: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<MapAccumulator> {
+    let mut feed = DataFeed::start(plan, base).map_err(anyhow::Error::msg)?;
+    let mut session = Session::new(plan);
+    let mut acc = MapAccumulator::default();
+    let bar = indicatif::ProgressBar::new(iterations as u64);
+    super::with_threads(threads, || -> anyhow::Result<()> {
+        for _ in 0..iterations {
+            session.forward(&mut feed, &mut NoObserver)?;
+            let rows: Vec<f32> = session.value(value).iter().copied().collect();
+            acc.add(&rows);
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(acc)
 }

@@ -16,11 +16,23 @@ use crate::caffe::{self, AnnotatedDatum, Datum};
 use crate::model::layer::{DataSource, LayerKind};
 use crate::model::{Layer, Shape};
 
-/// One batch: the data top and the labels.
+/// One batch: the data top and the labels (for AnnotatedData, its boxes).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub data: Array4<f32>,
     pub labels: Array1<f32>,
+    /// AnnotatedData's label rows: [image in batch, label, instance, xmin, ymin, xmax, ymax,
+    /// difficult]; None for other sources.
+    pub boxes: Option<Vec<[f32; 8]>>,
+}
+
+/// One decoded record: the image, its label, whether it went through OpenCV (encoded), and its
+/// boxes rows without the image index (AnnotatedDatum only).
+pub(crate) struct Record {
+    img: Array3<f32>,
+    label: f32,
+    through_opencv: bool,
+    boxes: Option<Vec<[f32; 7]>>,
 }
 
 /// Reads batches on a worker thread, a few ahead of the consumer. Dropping it stops the thread and
@@ -48,6 +60,7 @@ impl Prefetcher {
             return Err(format!("layer '{}' is not a data layer", layer.name));
         };
         let in_layer = |e: String| format!("layer '{}': {e}", layer.name);
+        let resize = warp_size(transform).map_err(in_layer)?;
         let transform = Transform::new(transform, base).map_err(in_layer)?;
         let dims = <[usize; 4]>::try_from(shape.as_slice())
             .map_err(|_| format!("data shape {shape:?} is not 4-D"))?;
@@ -67,7 +80,12 @@ impl Prefetcher {
             let mut batches = Batches::new(dims);
             match &reader {
                 Reader::Db(dir, annotated) => {
-                    db_loop(dir, &transform, *annotated, &name, &mut batches, &tx)
+                    let how = Decode {
+                        annotated: *annotated,
+                        color: transform.color,
+                        resize,
+                    };
+                    db_loop(dir, &transform, how, &name, &mut batches, &tx)
                 }
                 Reader::List(list) => list_loop(list, &transform, &name, &mut batches, &tx),
             }
@@ -122,26 +140,35 @@ impl Batches {
             batch: Batch {
                 data: Array4::zeros((n, c, h, w)),
                 labels: Array1::zeros(n),
+                boxes: None,
             },
             filled: 0,
         }
     }
 
     /// Transforms one image into the next slot; a full batch is returned (and filling starts over).
-    fn push(
-        &mut self,
-        t: &Transform,
-        (img, label, through_opencv): (Array3<f32>, f32, bool),
-    ) -> Result<Option<Batch>, String> {
+    fn push(&mut self, t: &Transform, r: Record) -> Result<Option<Batch>, String> {
         let mut out = self.batch.data.index_axis_mut(Axis(0), self.filled);
-        t.apply(img.view(), &mut out, through_opencv)?;
-        self.batch.labels[self.filled] = label;
+        t.apply(r.img.view(), &mut out, r.through_opencv)?;
+        self.batch.labels[self.filled] = r.label;
+        if let Some(rows) = r.boxes {
+            let n = self.filled as f32;
+            let all = self.batch.boxes.get_or_insert_with(Vec::new);
+            all.extend(
+                rows.iter()
+                    .map(|b| [n, b[0], b[1], b[2], b[3], b[4], b[5], b[6]]),
+            );
+        }
         self.filled += 1;
         if self.filled < self.batch.labels.len() {
             return Ok(None);
         }
         self.filled = 0;
-        Ok(Some(self.batch.clone()))
+        let full = self.batch.clone();
+        if let Some(b) = &mut self.batch.boxes {
+            b.clear();
+        }
+        Ok(Some(full))
     }
 }
 
@@ -149,7 +176,7 @@ impl Batches {
 fn db_loop(
     dir: &Path,
     t: &Transform,
-    annotated: bool,
+    how: Decode,
     layer: &str,
     batches: &mut Batches,
     tx: &SyncSender<Result<Batch, String>>,
@@ -157,8 +184,7 @@ fn db_loop(
     loop {
         let mut stop = false;
         let result = super::lmdb::with_records(dir, |key, value| {
-            let item =
-                decode_record(value, annotated, t.color).and_then(|record| batches.push(t, record));
+            let item = decode_record(value, &how).and_then(|record| batches.push(t, record));
             let sent = match item {
                 Ok(None) => return ControlFlow::Continue(()),
                 Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
@@ -280,9 +306,15 @@ fn list_loop(
     tx: &SyncSender<Result<Batch, String>>,
 ) {
     for i in (0..list.entries.len()).cycle() {
-        let item = list
-            .load(i)
-            .and_then(|(img, label)| batches.push(t, (img, label, true)));
+        let item = list.load(i).and_then(|(img, label)| {
+            let r = Record {
+                img,
+                label,
+                through_opencv: true,
+                boxes: None,
+            };
+            batches.push(t, r)
+        });
         let sent = match item {
             Ok(None) => continue,
             Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
@@ -297,21 +329,93 @@ fn list_loop(
     }
 }
 
-fn decode_record(
-    value: &[u8],
+/// How an LMDB's records are decoded.
+#[derive(Debug, Clone, Copy)]
+struct Decode {
+    /// `AnnotatedDatum` records (with boxes).
     annotated: bool,
     color: ColorMode,
-) -> Result<(ndarray::Array3<f32>, f32, bool), String> {
-    let datum = if annotated {
-        AnnotatedDatum::decode(value)
-            .map_err(|e| format!("not an AnnotatedDatum: {e}"))?
-            .datum
-            .unwrap_or_default()
-    } else {
-        Datum::decode(value).map_err(|e| format!("not a Datum: {e}"))?
+    /// SSD's WARP resize (height, width) before the transform.
+    resize: Option<(usize, usize)>,
+}
+
+/// SSD's TEST `resize_param`: WARP to (height, width) as `cv::resize` with linear interpolation; the
+/// other modes and interpolations are refused.
+fn warp_size(t: &caffe::TransformationParameter) -> Result<Option<(usize, usize)>, String> {
+    use caffe::resize_parameter::{InterpMode, ResizeMode};
+    let Some(r) = t.resize_param.as_ref().filter(|r| r.prob() > 0.0) else {
+        return Ok(None);
     };
-    let img = datum::decode(&datum, color)?;
-    Ok((img, datum.label() as f32, datum.encoded()))
+    if r.resize_mode() != ResizeMode::Warp {
+        return Err(format!(
+            "resize_mode {:?} is not supported (WARP is)",
+            r.resize_mode()
+        ));
+    }
+    if r.interp_mode
+        .iter()
+        .any(|&m| m != InterpMode::Linear as i32)
+    {
+        return Err("resize_param interp_mode other than LINEAR is not supported".into());
+    }
+    match (r.height() as usize, r.width() as usize) {
+        (0, _) | (_, 0) => Err("resize_param needs height and width".into()),
+        hw => Ok(Some(hw)),
+    }
+}
+
+fn decode_record(value: &[u8], how: &Decode) -> Result<Record, String> {
+    let (datum, groups) = if how.annotated {
+        let a = AnnotatedDatum::decode(value).map_err(|e| format!("not an AnnotatedDatum: {e}"))?;
+        (a.datum.unwrap_or_default(), Some(a.annotation_group))
+    } else {
+        let d = Datum::decode(value).map_err(|e| format!("not a Datum: {e}"))?;
+        (d, None)
+    };
+    let img = match how.resize {
+        Some((h, w)) if datum.encoded() => Pixels::decode(datum.data(), how.color)?
+            .resized(h, w)
+            .to_chw(),
+        Some(_) => return Err("resize_param needs encoded images".into()),
+        None => datum::decode(&datum, how.color)?,
+    };
+    let boxes = groups.map(|g| annotation_rows(&g)).transpose()?;
+    Ok(Record {
+        img,
+        label: datum.label() as f32,
+        through_opencv: datum.encoded(),
+        boxes,
+    })
+}
+
+/// The boxes of an AnnotatedDatum as [label, instance, xmin, ymin, xmax, ymax, difficult]; a box
+/// outside [0, 1] or inverted is an error.
+fn annotation_rows(groups: &[caffe::AnnotationGroup]) -> Result<Vec<[f32; 7]>, String> {
+    let mut rows = Vec::new();
+    for g in groups {
+        for a in &g.annotation {
+            let b = a.bbox.unwrap_or_default();
+            let c = [b.xmin(), b.ymin(), b.xmax(), b.ymax()];
+            if c.iter().any(|v| !(0.0..=1.0).contains(v)) || c[2] < c[0] || c[3] < c[1] {
+                return Err(format!(
+                    "annotation {} of label {}: box {c:?} is not inside [0, 1]",
+                    a.instance_id(),
+                    g.group_label()
+                ));
+            }
+            let difficult = if b.difficult() { 1.0 } else { 0.0 };
+            rows.push([
+                g.group_label() as f32,
+                a.instance_id() as f32,
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                difficult,
+            ]);
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -76,6 +76,17 @@ impl Feed for DataFeed {
             ));
         }
         data.assign(&batch.data.into_dyn());
+        if let (Some(labels), Some(boxes)) = (rest.first_mut(), &batch.boxes) {
+            // SSD's label top: every box of the batch, or one row of −1 when there is none.
+            let rows: Vec<f32> = match boxes.is_empty() {
+                true => vec![-1.0; 8],
+                false => boxes.iter().flatten().copied().collect(),
+            };
+            let n = rows.len() / 8;
+            *labels = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 1, n, 8]), rows)
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         if let Some(labels) = rest.first_mut() {
             if labels.len() != batch.labels.len() {
                 return Err(format!(

@@ -103,11 +103,6 @@ impl<'n> Plan<'n> {
                 LayerKind::Unsupported(t) => {
                     return Err(err(format!("type '{t}' cannot be run by int8cal")));
                 }
-                LayerKind::DetectionEvaluate(_) => {
-                    return Err(err(
-                        "DetectionEvaluate is not supported by the engine yet".into()
-                    ));
-                }
                 kind => {
                     let bottoms: Vec<&[usize]> =
                         l.bottoms.iter().map(|&b| shapes[b].as_slice()).collect();

@@ -177,6 +177,13 @@ impl<'p, 'n> Session<'p, 'n> {
             *top = ArrayD::from_shape_vec(IxDyn(&[1, 1, n, 7]), rows).map_err(|e| e.to_string())?;
             return Ok(());
         }
+        if let LayerKind::DetectionEvaluate(p) = &l.kind {
+            let (det, truth) = (x()?, contiguous(input(1)?)?);
+            let rows = super::ops::detection_eval::detection_evaluate(p, det, truth)?;
+            let n = rows.len() / 5;
+            *top = ArrayD::from_shape_vec(IxDyn(&[1, 1, n, 5]), rows).map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         let top_shape = plan.shapes[l.tops[0]].as_slice();
         let out = top.as_slice_mut().ok_or("non-contiguous output")?;
         match &l.kind {

@@ -6,6 +6,7 @@ pub mod codes;
 pub mod conv;
 pub mod conv_int8;
 pub mod detection;
+pub mod detection_eval;
 pub mod inner_product;
 pub mod norm;
 pub mod phases;
