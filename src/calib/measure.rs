@@ -11,6 +11,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use super::batches::Recorded;
 use super::config::CalibConfig;
 use super::events::Event;
+use super::metric::MetricSums;
 use super::rules::{Choices, quantization_table};
 use super::stats::TensorStats;
 use super::tune::{Measure, Table};
@@ -119,11 +120,11 @@ impl<'a> NetMeasure<'a> {
         };
         let mut session = Session::new(&plan);
         session.set_dequantized_views(false);
-        let mut sums = vec![0f64; self.metrics.len()];
+        let mut sums = MetricSums::new(net, &self.metrics);
         for done in 1..=iterations {
             session.forward(feed, &mut NoObserver)?;
-            for (sum, &v) in sums.iter_mut().zip(&self.metrics) {
-                *sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+            for (i, &v) in self.metrics.iter().enumerate() {
+                sums.add(i, session.value(v));
             }
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -133,7 +134,7 @@ impl<'a> NetMeasure<'a> {
                 total: iterations,
             });
         }
-        Ok(sums.iter().map(|s| s / iterations.max(1) as f64).collect())
+        Ok(sums.values())
     }
 
     /// The probe, made on first use: the first recorded images (or a batch read afresh) and the

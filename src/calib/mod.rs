@@ -11,6 +11,7 @@ pub mod events;
 pub mod force_u8;
 pub mod measure;
 pub mod methods;
+pub mod metric;
 pub mod metric_blob;
 pub mod report;
 pub mod rules;

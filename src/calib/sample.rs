@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
+use super::metric::MetricSums;
 use super::stats::{Gather, TensorStats};
 use crate::engine::error::EngineError;
 use crate::engine::session::{Feed, NoObserver};
@@ -62,13 +63,13 @@ pub fn sample(
     } else {
         s.iterations
     };
-    let mut sums = vec![0f64; s.metrics.len()];
+    let mut sums = MetricSums::new(plan.net, s.metrics);
     let passes = s.batches.max(iterations);
     for pass in 0..passes {
         session.forward(feed, &mut NoObserver)?;
         if pass < iterations {
-            for (sum, &v) in sums.iter_mut().zip(s.metrics) {
-                *sum += f64::from(session.value(v).iter().next().copied().unwrap_or(0.0));
+            for (i, &v) in s.metrics.iter().enumerate() {
+                sums.add(i, session.value(v));
             }
         }
         if pass >= s.batches || (s.last_only && pass + 1 < s.batches) {
@@ -87,8 +88,7 @@ pub fn sample(
         });
         after_pass(pass + 1, passes)?;
     }
-    let means = sums.iter().map(|s| s / iterations.max(1) as f64).collect();
-    Ok((stats, means))
+    Ok((stats, sums.values()))
 }
 
 fn has_blob(plan: &Plan, name: &str) -> bool {

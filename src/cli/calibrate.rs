@@ -177,9 +177,6 @@ impl Args {
                 "-wi (Winograd-aware statistics) is refused: Intel's tool crashes with it in every version, so there is no behaviour to reproduce"
             );
         }
-        if cfg.detection {
-            anyhow::bail!("-d 1 is not implemented yet");
-        }
         if self.clx && !self.force_u8 {
             anyhow::bail!("-clx only applies with -fu");
         }

@@ -20,11 +20,16 @@ pub struct ArrayFeed {
 
 impl Feed for ArrayFeed {
     fn fill(&mut self, layer: &Layer, tops: &mut [ArrayD<f32>]) -> Result<(), String> {
-        for (&t, top) in layer.tops.iter().zip(tops.iter_mut()) {
+        for (i, (&t, top)) in layer.tops.iter().zip(tops.iter_mut()).enumerate() {
             let a = self
                 .arrays
                 .get(&t)
                 .ok_or_else(|| format!("no input was given for its top (value {t})"))?;
+            // A data layer's label top follows the data (AnnotatedData's boxes): any shape.
+            if i > 0 && matches!(layer.kind, LayerKind::Data { .. }) {
+                top.clone_from(a);
+                continue;
+            }
             if a.shape() != top.shape() {
                 return Err(format!(
                     "the input has shape {:?}, the net expects {:?}",
