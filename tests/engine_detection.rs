@@ -5,12 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use int8cal::engine::feed::ArrayFeed;
-use int8cal::engine::session::NoObserver;
-use int8cal::engine::{Plan, Session};
-use int8cal::model::LayerKind;
+use int8cal::engine::Plan;
 use ndarray::ArrayD;
 
 /// Rows of a detection output with image ≥ 0, sorted by image then score (best first).
@@ -38,38 +33,10 @@ fn every_reference_blob_of_the_detectors_agrees() {
         })
         .collect();
     for dir in detectors {
-        let model = common::load(
-            &dir.join("deploy.prototxt"),
-            Some(&dir.join("weights.caffemodel")),
-        )
-        .unwrap();
-        let x: ArrayD<f32> = ndarray_npy::read_npy(dir.join("reference/input.npy")).unwrap();
-        let plan = Plan::new(&model.net, Some(x.shape()[0])).unwrap();
-        let input = model
-            .net
-            .layers
-            .iter()
-            .find(|l| matches!(l.kind, LayerKind::Input { .. }))
-            .unwrap()
-            .tops[0];
-        let mut feed = ArrayFeed::default();
-        feed.arrays.insert(input, x);
-        let mut session = Session::new(&plan);
-        session.forward(&mut feed, &mut NoObserver).unwrap();
-        let refs = dir.join("reference");
-        let index: BTreeMap<String, String> =
-            serde_json::from_str(&std::fs::read_to_string(refs.join("blobs_index.json")).unwrap())
-                .unwrap();
-        let mut npz =
-            ndarray_npy::NpzReader::new(std::fs::File::open(refs.join("blobs.npz")).unwrap())
-                .unwrap();
+        let all = common::forward_reference(&dir);
         let mut detections = 0;
-        for (blob, key) in &index {
-            let want: ArrayD<f32> = npz
-                .by_name(key)
-                .or_else(|_| npz.by_name(&format!("{key}.npy")))
-                .unwrap();
-            let ours = session.blob(blob).unwrap();
+        for (blob, want) in common::reference_blobs(&dir.join("reference")) {
+            let ours = &all[&blob];
             if blob == "detection_out" {
                 let (a, b) = (rows(ours), rows(&want));
                 assert_eq!(a.len(), b.len(), "{}: detection rows", dir.display());

@@ -7,14 +7,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use int8cal::engine::feed::{ArrayFeed, DataFeed};
+use int8cal::engine::feed::DataFeed;
 use int8cal::engine::session::NoObserver;
 use int8cal::engine::{Plan, Session};
-use int8cal::model::LayerKind;
-use ndarray::ArrayD;
 
 fn classification_fixtures() -> Vec<std::path::PathBuf> {
     common::fixture_dirs()
@@ -34,40 +31,14 @@ fn json(path: &Path) -> serde_json::Value {
 #[test]
 fn every_reference_blob_agrees() {
     for dir in classification_fixtures() {
-        let model = common::load(
-            &dir.join("deploy.prototxt"),
-            Some(&dir.join("weights.caffemodel")),
-        )
-        .unwrap();
-        let x: ArrayD<f32> = ndarray_npy::read_npy(dir.join("reference/input.npy")).unwrap();
-        let plan = Plan::new(&model.net, Some(x.shape()[0])).unwrap();
-        let input = model
-            .net
-            .layers
-            .iter()
-            .find(|l| matches!(l.kind, LayerKind::Input { .. }))
-            .unwrap()
-            .tops[0];
-        let mut feed = ArrayFeed::default();
-        feed.arrays.insert(input, x);
-        let mut session = Session::new(&plan);
-        session.forward(&mut feed, &mut NoObserver).unwrap();
+        let ours = common::forward_reference(&dir);
         for refs in [dir.join("reference"), dir.join("reference/caffe")] {
             if !refs.join("blobs.npz").is_file() {
                 continue;
             }
-            let index: BTreeMap<String, String> =
-                serde_json::from_value(json(&refs.join("blobs_index.json"))).unwrap();
-            let mut npz =
-                ndarray_npy::NpzReader::new(std::fs::File::open(refs.join("blobs.npz")).unwrap())
-                    .unwrap();
-            for (blob, key) in &index {
-                let want: ArrayD<f32> = npz
-                    .by_name(key)
-                    .or_else(|_| npz.by_name(&format!("{key}.npy")))
-                    .unwrap();
-                let ours = session
-                    .blob(blob)
+            for (blob, want) in common::reference_blobs(&refs) {
+                let ours = ours
+                    .get(&blob)
                     .unwrap_or_else(|| panic!("{}: no blob '{blob}'", dir.display()));
                 assert_eq!(ours.shape(), want.shape(), "{}: {blob}", dir.display());
                 let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -88,3 +88,53 @@ pub fn evaluate(model: &Path, weights: &Path, blob: &str, iterations: usize) -> 
     let base = model.parent().unwrap();
     int8cal::cli::eval::mean_outputs(&plan, base, &[v], iterations, None).unwrap()[0]
 }
+
+/// Runs a fixture's deploy net (with weights) on `reference/input.npy` and returns every blob's
+/// final value by name.
+pub fn forward_reference(dir: &Path) -> std::collections::BTreeMap<String, ndarray::ArrayD<f32>> {
+    use int8cal::engine::session::NoObserver;
+    use int8cal::engine::{Plan, Session};
+    let model = load(
+        &dir.join("deploy.prototxt"),
+        Some(&dir.join("weights.caffemodel")),
+    )
+    .unwrap();
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("reference/input.npy")).unwrap();
+    let plan = Plan::new(&model.net, Some(x.shape()[0])).unwrap();
+    let input = model
+        .net
+        .layers
+        .iter()
+        .find(|l| matches!(l.kind, int8cal::model::LayerKind::Input { .. }))
+        .unwrap()
+        .tops[0];
+    let mut feed = int8cal::engine::feed::ArrayFeed::default();
+    feed.arrays.insert(input, x);
+    let mut session = Session::new(&plan);
+    session.forward(&mut feed, &mut NoObserver).unwrap();
+    model
+        .net
+        .values
+        .iter()
+        .filter_map(|v| Some((v.name.clone(), session.blob(&v.name)?.clone())))
+        .collect()
+}
+
+/// The blobs of a reference folder (`blobs_index.json` + `blobs.npz`), by blob name.
+pub fn reference_blobs(refs: &Path) -> Vec<(String, ndarray::ArrayD<f32>)> {
+    let index: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(refs.join("blobs_index.json")).unwrap())
+            .unwrap();
+    let mut npz =
+        ndarray_npy::NpzReader::new(std::fs::File::open(refs.join("blobs.npz")).unwrap()).unwrap();
+    index
+        .into_iter()
+        .map(|(blob, key)| {
+            let a = npz
+                .by_name(&key)
+                .or_else(|_| npz.by_name(&format!("{key}.npy")))
+                .unwrap();
+            (blob, a)
+        })
+        .collect()
+}
