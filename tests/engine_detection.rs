@@ -48,16 +48,8 @@ fn every_reference_blob_of_the_detectors_agrees() {
                 continue;
             }
             assert_eq!(ours.shape(), want.shape(), "{}: {blob}", dir.display());
-            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let err = ours
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-4 * max_ref + 1e-5,
-                "{}: {blob} max error {err}",
-                dir.display()
-            );
+            let (err, bound) = common::error_and_bound(ours, &want);
+            assert!(err <= bound, "{}: {blob} max error {err}", dir.display());
         }
         assert!(
             detections > 0,

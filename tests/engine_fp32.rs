@@ -41,12 +41,7 @@ fn every_reference_blob_agrees() {
                     .get(&blob)
                     .unwrap_or_else(|| panic!("{}: no blob '{blob}'", dir.display()));
                 assert_eq!(ours.shape(), want.shape(), "{}: {blob}", dir.display());
-                let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let err = ours
-                    .iter()
-                    .zip(&want)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                let bound = 1e-4 * max_ref + 1e-5;
+                let (err, bound) = common::error_and_bound(ours, &want);
                 assert!(
                     err <= bound,
                     "{} ({}): blob '{blob}' max error {err} > {bound}",

@@ -10,7 +10,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use super::batches::Recorded;
 use super::config::CalibConfig;
-use super::events::Event;
+use super::events::{Event, Stage};
 use super::metric::MetricSums;
 use super::rules::{Choices, quantization_table};
 use super::stats::TensorStats;
@@ -61,6 +61,9 @@ pub struct NetMeasure<'a> {
     probe: Option<Probe>,
     /// Every metric's value by table (its Debug text), for the report's other metrics.
     measured: BTreeMap<String, Vec<f64>>,
+    /// INT8 evaluations run so far: the first is the calibrated configuration's, the others are
+    /// tuning steps.
+    runs: usize,
 }
 
 impl std::fmt::Debug for NetMeasure<'_> {
@@ -95,6 +98,7 @@ impl<'a> NetMeasure<'a> {
             events,
             probe: None,
             measured: BTreeMap::new(),
+            runs: 0,
         }
     }
 
@@ -108,6 +112,11 @@ impl<'a> NetMeasure<'a> {
         if self.metrics.is_empty() {
             return Err(EngineError::Input("no metric blob to measure".into()));
         }
+        (self.events)(Event::Stage(match self.runs {
+            0 => Stage::Int8Eval,
+            k => Stage::Tuning(k),
+        }));
+        self.runs += 1;
         let plan = Plan::new_int8(net, None)?;
         let mut replay = self.recorded.replay();
         let mut read;

@@ -252,19 +252,7 @@ impl Calibration {
         let t = Instant::now();
         // The measurements and the loop both report: one sink shared by both.
         let sink = RefCell::new(events);
-        let mut runs = 0usize;
-        let mut on_event = |e: Event| {
-            let mut send = sink.borrow_mut();
-            if let Event::Progress { done: 1, .. } = e {
-                runs += 1;
-                send(Event::Stage(if runs == 1 {
-                    Stage::Int8Eval
-                } else {
-                    Stage::Tuning(runs - 1)
-                }));
-            }
-            send(e);
-        };
+        let mut on_event = |e: Event| (sink.borrow_mut())(e);
         let mut m = NetMeasure::new(
             &net,
             &stats,
@@ -363,14 +351,7 @@ impl Calibration {
         table: &Table,
         out: &Path,
     ) -> Result<(Vec<String>, Option<ForceU8Files>), CalibError> {
-        for input in [&self.model, &self.weights] {
-            if crate::model::export::same_file(input, out) {
-                return Err(CalibError::Invalid(format!(
-                    "{}: the output would overwrite an input file",
-                    out.display()
-                )));
-            }
-        }
+        self.refuse_inputs(out)?;
         let full: QuantTable = model
             .net
             .layers
@@ -391,18 +372,25 @@ impl Calibration {
 
     /// Refuses an output that is an input file, or (when writing) in a missing or read-only folder.
     fn check_output(&self, out: &Path) -> Result<(), CalibError> {
-        for input in [&self.model, &self.weights] {
-            if crate::model::export::same_file(input, out) {
-                return Err(CalibError::Invalid(format!(
-                    "{}: the output would overwrite an input file",
-                    out.display()
-                )));
-            }
-        }
+        self.refuse_inputs(out)?;
         if self.write_output {
             writable_folder(out)?;
         }
         Ok(())
+    }
+
+    /// Refuses an output that is the model or the weights.
+    fn refuse_inputs(&self, out: &Path) -> Result<(), CalibError> {
+        match [&self.model, &self.weights]
+            .into_iter()
+            .any(|input| crate::model::export::same_file(input, out))
+        {
+            true => Err(CalibError::Invalid(format!(
+                "{}: the output would overwrite an input file",
+                out.display()
+            ))),
+            false => Ok(()),
+        }
     }
 
     /// The metric blob: `-n`, else Intel's choice (none with `-q`).

@@ -203,7 +203,6 @@ impl CalibJob {
         let flag = Arc::clone(&cancel);
         std::thread::spawn(move || {
             let mut send = sender(tx.clone(), Arc::clone(&wake));
-            send(Event::Stage(Stage::Int8Eval));
             let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
             if let Ok((table, _)) = &result {
                 send_disagreements(&retained, table, &mut send, &tx);

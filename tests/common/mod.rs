@@ -138,3 +138,13 @@ pub fn reference_blobs(refs: &Path) -> Vec<(String, ndarray::ArrayD<f32>)> {
         })
         .collect()
 }
+
+/// The largest |ours − want| and the bound the FP32 checks allow: 1e-4·max|want| + 1e-5.
+pub fn error_and_bound(ours: &ndarray::ArrayD<f32>, want: &ndarray::ArrayD<f32>) -> (f32, f32) {
+    let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = ours
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (err, 1e-4 * max_ref + 1e-5)
+}
