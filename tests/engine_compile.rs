@@ -72,6 +72,37 @@ fn resnet8_compiles_as_intel_caffe_compiled_it() {
     assert_eq!(c.roles[id("fc10")], Role::Own);
 }
 
+/// The BatchNorms of ssd_face_res10 that follow an Eltwise cannot be folded; Intel merges their Scale
+/// into them and fuses a following plain ReLU, renaming the output to the ReLU's top (so `fc7`'s
+/// producer is `last_bn_h`, which is what makes Intel's calibrator give `conv6_1_h` a u8 input).
+#[test]
+fn ssd_batch_norms_after_an_eltwise_take_their_scale_and_relu() {
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let model = common::load(&fixtures.join("ssd_face_res10/test.prototxt"), None).unwrap();
+    let net = &model.net;
+    let c = Compiled::new(net);
+    let id = |name: &str| net.layers.iter().position(|l| l.name == name).unwrap();
+    for (bn, scale, relu) in [
+        ("layer_256_1_bn1", "layer_256_1_scale1", "layer_256_1_relu1"),
+        ("layer_512_1_bn1", "layer_512_1_scale1", "layer_512_1_relu1"),
+        ("last_bn_h", "last_scale_h", "last_relu"),
+    ] {
+        let f = c
+            .fusion(id(bn))
+            .unwrap_or_else(|| panic!("{bn} is not fused"));
+        assert_eq!(f.folded, [id(scale)], "{bn}");
+        assert_eq!(f.relu, Some((id(relu), 0.0)), "{bn}");
+        assert_eq!(f.output, net.layers[id(relu)].tops[0], "{bn}");
+        assert_eq!(c.roles[id(scale)], Role::Absorbed(id(bn)));
+    }
+    assert_eq!(
+        net.values[c.fusion(id("last_bn_h")).unwrap().output].name,
+        "fc7"
+    );
+}
+
 #[test]
 fn every_fixture_compiles_to_a_consistent_view() {
     for dir in common::fixture_dirs() {

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use super::batches::Recorded;
 use super::config::CalibConfig;
 use super::events::{Event, Stage};
-use super::metric::MetricSums;
+use super::metric::{Measured, MetricSums};
 use super::rules::{Choices, quantization_table};
 use super::stats::TensorStats;
 use super::tune::{Measure, Table};
@@ -59,8 +59,8 @@ pub struct NetMeasure<'a> {
     pub cancel: &'a AtomicBool,
     pub events: &'a mut dyn FnMut(Event),
     probe: Option<Probe>,
-    /// Every metric's value by table (its Debug text), for the report's other metrics.
-    measured: BTreeMap<String, Vec<f64>>,
+    /// What each table's evaluation measured, by table (its Debug text), for the report.
+    measured: BTreeMap<String, Measured>,
     /// INT8 evaluations run so far: the first is the calibrated configuration's, the others are
     /// tuning steps.
     runs: usize,
@@ -102,13 +102,13 @@ impl<'a> NetMeasure<'a> {
         }
     }
 
-    /// Every metric's value measured for `table` (None when it was not measured).
-    pub fn measured(&self, table: &Table) -> Option<&[f64]> {
-        self.measured.get(&format!("{table:?}")).map(Vec::as_slice)
+    /// What the evaluation of `table` measured (None when it was not measured).
+    pub fn measured(&self, table: &Table) -> Option<&Measured> {
+        self.measured.get(&format!("{table:?}"))
     }
 
     /// The INT8 metrics of a net over `-i` batches, with progress and cancellation per batch.
-    fn metrics_of(&mut self, net: &Net) -> Result<Vec<f64>, EngineError> {
+    fn metrics_of(&mut self, net: &Net) -> Result<Measured, EngineError> {
         if self.metrics.is_empty() {
             return Err(EngineError::Input("no metric blob to measure".into()));
         }
@@ -143,7 +143,7 @@ impl<'a> NetMeasure<'a> {
                 total: iterations,
             });
         }
-        Ok(sums.values())
+        Ok(sums.measured())
     }
 
     /// The probe, made on first use: the first recorded images (or a batch read afresh) and the
@@ -277,7 +277,7 @@ impl Measure for NetMeasure<'_> {
     fn accuracy(&mut self, table: &Table) -> Result<f64, String> {
         let net = with_table(self.net, table);
         let all = self.metrics_of(&net).map_err(|e| e.to_string())?;
-        let first = all[0];
+        let first = all.values.first().copied().unwrap_or(f64::NAN);
         self.measured.insert(format!("{table:?}"), all);
         Ok(first)
     }

@@ -1,6 +1,8 @@
 //! A metric blob's value over batches, as `caffe test` reports it: the mean of a scalar top
 //! (Accuracy), or, for a DetectionEvaluate top, the mAP of its rows gathered over every batch.
 
+use std::collections::BTreeMap;
+
 use ndarray::ArrayD;
 
 use crate::metrics::ap::{ApVersion, MapAccumulator};
@@ -12,6 +14,14 @@ use crate::model::{Net, ValueId};
 enum Part {
     Mean { sum: f64, batches: usize },
     Map(MapAccumulator),
+}
+
+/// What one evaluation measured: each metric's value (the first is tuning's) and, when a metric is
+/// a DetectionEvaluate mAP, the 11-point AP of each class of the first one, by label.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    pub values: Vec<f64>,
+    pub ap_per_class: BTreeMap<i32, f64>,
 }
 
 /// Several metrics gathered together.
@@ -50,6 +60,22 @@ impl MetricSums {
                 *batches += 1;
             }
             Part::Map(acc) => acc.add(&data.iter().copied().collect::<Vec<f32>>()),
+        }
+    }
+
+    /// Each metric's value, and each class's AP of the first detection metric.
+    pub fn measured(&self) -> Measured {
+        let ap_per_class = self
+            .parts
+            .iter()
+            .find_map(|p| match p {
+                Part::Map(acc) => Some(acc.map(ApVersion::ElevenPoint).1),
+                Part::Mean { .. } => None,
+            })
+            .unwrap_or_default();
+        Measured {
+            values: self.values(),
+            ap_per_class,
         }
     }
 

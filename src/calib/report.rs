@@ -90,6 +90,14 @@ pub struct LayerReport {
     pub pinned: bool,
 }
 
+/// One class's AP (detection), FP32 and final INT8.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassAp {
+    pub label: i32,
+    pub fp32: f64,
+    pub int8: f64,
+}
+
 /// One metric blob's FP32 and final INT8 value.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricPair {
@@ -118,6 +126,10 @@ pub struct Report {
     pub int8_accuracy: f64,
     /// Every metric blob of the net, FP32 and INT8 (the first is the one tuning reads).
     pub metrics: Vec<MetricPair>,
+    /// Detection: each class's 11-point AP of the first metric (empty otherwise).
+    pub ap_per_class: Vec<ClassAp>,
+    /// Changes made so that Intel Caffe's harmful runtime quirks are not met (one line each).
+    pub avoided_quirks: Vec<String>,
     pub within_tolerance: bool,
     pub stop: Stop,
     pub steps: Vec<Step>,
@@ -134,6 +146,9 @@ pub struct Parts<'a> {
     pub metric_blob: &'a str,
     /// Every metric blob: name, FP32, INT8 (tuning's first).
     pub metrics: Vec<(String, f64, f64)>,
+    /// Detection: label, FP32 AP, INT8 AP.
+    pub ap_per_class: Vec<(i32, f64, f64)>,
+    pub avoided_quirks: &'a [String],
     pub fp32: f64,
     pub tuned: &'a Tuned,
     /// Isolated and cumulative SQNR per quantized layer, when measured.
@@ -259,6 +274,12 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
                 int8: *int8,
             })
             .collect(),
+        ap_per_class: p
+            .ap_per_class
+            .iter()
+            .map(|&(label, fp32, int8)| ClassAp { label, fp32, int8 })
+            .collect(),
+        avoided_quirks: p.avoided_quirks.to_vec(),
         fp32_accuracy: p.fp32,
         int8_accuracy: p.tuned.accuracy,
         within_tolerance: p.fp32 - p.tuned.accuracy <= c.cfg.accuracy_loss,

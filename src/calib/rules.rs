@@ -140,12 +140,14 @@ fn input_is_unsigned(
 }
 
 /// What tuning (or the user) changed on top of the configuration: layers kept FP32, blobs whose
-/// threshold another method gives, layers with per-channel weight scales whatever `-c` says.
+/// threshold another method gives, layers with per-channel weight scales whatever `-c` says, and
+/// quantized layers whose output is kept FP32 (`bw_layer_out: 32`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Choices {
     pub fp32: BTreeSet<String>,
     pub methods: BTreeMap<String, ScaleMethod>,
     pub per_channel: BTreeSet<String>,
+    pub fp32_out: BTreeSet<String>,
 }
 
 /// The `quantization_param` of every quantized layer, by name, from the sampled statistics.
@@ -238,6 +240,12 @@ pub fn quantization_table(
     }
     if !cfg.disable_cac_unify {
         unify_around_average_pooling(net, &compiled, &mut table);
+    }
+    for name in &choices.fp32_out {
+        if let Some(q) = table.get_mut(name) {
+            q.bw_layer_out = Some(32);
+            q.scale_out = vec![1.0];
+        }
     }
     Ok(table)
 }

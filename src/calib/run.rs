@@ -16,7 +16,9 @@ use super::events::{BlobStats, Event, LayerScale, Stage};
 use super::force_u8::{ForceU8, ForceU8Files};
 use super::measure::NetMeasure;
 use super::methods::{gather_for, threshold};
+use super::metric::Measured;
 use super::metric_blob::MetricBlobs;
+use super::quirks;
 use super::report::{self, Report};
 use super::rules::{Choices, quantizable, sampled_blobs};
 use super::sample::{Sampling, sample, without_quantization};
@@ -226,7 +228,7 @@ impl Calibration {
             recorded,
             sampling_seconds: sampling_only,
         } = pass;
-        let fp32 = fp32_all.first().copied().unwrap_or(f64::NAN);
+        let fp32 = fp32_all.values.first().copied().unwrap_or(f64::NAN);
         if !metrics.is_empty() {
             events(Event::Fp32Metric(fp32));
         }
@@ -270,6 +272,17 @@ impl Calibration {
             max_steps: self.max_steps,
             time_budget: self.time_budget,
         };
+        // Ours: with tuning, the table never walks into Intel Caffe's harmful runtime quirks.
+        let mut start = start;
+        let mut avoided = Vec::new();
+        if cfg.tuning != TuningStrategy::None {
+            let fixes = quirks::steer(&net, &mut start, locked.as_deref(), |c| m.table(c))
+                .map_err(CalibError::Invalid)?;
+            for f in fixes {
+                avoided.push(f.describe());
+                (sink.borrow_mut())(Event::Warning(f.describe()));
+            }
+        }
         let tuned = if self.quantize_only {
             Tuned::untested(m.table(&start).map_err(CalibError::Invalid)?, start)
         } else {
@@ -282,7 +295,7 @@ impl Calibration {
             true => Some(layer_sqnr(&mut m, &tuned).map_err(|e| self.failure(e))?),
             false => None,
         };
-        let int8_all = m.measured(&tuned.table).map(<[f64]>::to_vec);
+        let int8_all = m.measured(&tuned.table).cloned();
         drop(m);
         let events = sink.into_inner();
         let tuning_seconds = t.elapsed().as_secs_f64();
@@ -306,6 +319,14 @@ impl Calibration {
             tuning: (tuning_seconds - first).max(0.0),
         };
         let int8_all = int8_all.unwrap_or_default();
+        let ap_per_class = fp32_all
+            .ap_per_class
+            .iter()
+            .map(|(&label, &f)| {
+                let int8 = int8_all.ap_per_class.get(&label).copied();
+                (label, f, int8.unwrap_or(f64::NAN))
+            })
+            .collect();
         let report = report::build(&report::Parts {
             calibration: self,
             net: &net,
@@ -313,10 +334,15 @@ impl Calibration {
             metric_blob: &blob,
             metrics: metric_names
                 .iter()
-                .zip(&fp32_all)
+                .zip(&fp32_all.values)
                 .enumerate()
-                .map(|(i, (n, &f))| (n.clone(), f, int8_all.get(i).copied().unwrap_or(f64::NAN)))
+                .map(|(i, (n, &f))| {
+                    let int8 = int8_all.values.get(i).copied();
+                    (n.clone(), f, int8.unwrap_or(f64::NAN))
+                })
                 .collect(),
+            ap_per_class,
+            avoided_quirks: &avoided,
             fp32,
             tuned: &tuned,
             sqnr: sqnr.as_ref(),
@@ -504,11 +530,11 @@ impl Calibration {
     }
 }
 
-/// What the FP32 pass gives: the statistics, each metric's mean, the recorded batches, and the
-/// seconds its first `-s` batches took.
+/// What the FP32 pass gives: the statistics, what its metrics measured, the recorded batches, and
+/// the seconds its first `-s` batches took.
 struct Fp32Pass {
     stats: BTreeMap<String, TensorStats>,
-    metrics: Vec<f64>,
+    metrics: Measured,
     recorded: Recorded,
     sampling_seconds: f64,
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::metric::MetricSums;
+use super::metric::{Measured, MetricSums};
 use super::stats::{Gather, TensorStats};
 use crate::engine::error::EngineError;
 use crate::engine::session::{Feed, NoObserver};
@@ -38,7 +38,7 @@ pub struct Sampling<'a> {
 }
 
 /// Runs FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`): the
-/// statistics of each named blob and each metric's mean. A name the net does not have is an error.
+/// statistics of each named blob and what the metrics measured. A name the net does not have is an error.
 /// `after_pass` sees each finished pass's number and the total, and stops the run with an error
 /// (e.g. `Cancelled`).
 pub fn sample(
@@ -46,7 +46,7 @@ pub fn sample(
     feed: &mut dyn Feed,
     s: &Sampling,
     after_pass: &mut dyn FnMut(usize, usize) -> Result<(), EngineError>,
-) -> Result<(BTreeMap<String, TensorStats>, Vec<f64>), EngineError> {
+) -> Result<(BTreeMap<String, TensorStats>, Measured), EngineError> {
     let mut session = Session::new(plan);
     let mut stats: BTreeMap<String, TensorStats> = s
         .blobs
@@ -88,7 +88,7 @@ pub fn sample(
         });
         after_pass(pass + 1, passes)?;
     }
-    Ok((stats, sums.values()))
+    Ok((stats, sums.measured()))
 }
 
 fn has_blob(plan: &Plan, name: &str) -> bool {

@@ -378,6 +378,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             outcome.output.display()
         );
     } else {
+        for a in &r.ap_per_class {
+            println!(
+                "class {} AP: FP32 {:.4}, INT8 {:.4}",
+                a.label, a.fp32, a.int8
+            );
+        }
         println!(
             "{}: FP32 {:.4}, INT8 {:.4} ({quantized} of {} layers INT8); wrote {}",
             r.metric_blob,

@@ -1,6 +1,6 @@
 //! Intel Caffe's net compilation before it runs INT8 (spec/intel-calibrator.md §4.1, 1.1.1+ rules, in
-//! order): Convolution + BatchNorm (+ Scale) folding, Convolution + ReLU, Convolution + Eltwise SUM
-//! (+ ReLU), InnerProduct + ReLU. Rules look at the *first consumer* of a layer's current output, as
+//! order): Convolution + BatchNorm (+ Scale) folding, BatchNorm + Scale merge, Convolution + ReLU,
+//! BatchNorm + ReLU, Convolution + Eltwise SUM (+ ReLU), InnerProduct + ReLU. Rules look at the *first consumer* of a layer's current output, as
 //! Intel's do by top name. The result says, per layer, whether it runs as written, was absorbed, or
 //! is a fused layer (and what it absorbed); execution and statistics follow it, while the exported file
 //! stays the user's own net.
@@ -15,13 +15,14 @@ pub enum Role {
     Own,
     /// Computed as part of the given layer.
     Absorbed(LayerId),
-    /// A Convolution or InnerProduct with the layers it absorbed.
+    /// A Convolution, InnerProduct or (unfolded) BatchNorm with the layers it absorbed.
     Fused(Fusion),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fusion {
-    /// BatchNorm and Scale layers folded into the weights, in order.
+    /// BatchNorm and Scale layers folded into a convolution's weights, in order; for a BatchNorm,
+    /// the Scale merged into it (applied after it).
     pub folded: Vec<LayerId>,
     /// A ReLU applied as the output is stored, with its negative slope.
     pub relu: Option<(LayerId, f32)>,
@@ -52,9 +53,14 @@ impl Compiled {
             roles: vec![Role::Own; net.layers.len()],
         };
         c.fold_batch_norm(net);
-        c.fuse_relu(net, |k| matches!(k, LayerKind::Convolution(_)));
+        c.merge_scale(net);
+        c.fuse_relu(net, |k, _| matches!(k, LayerKind::Convolution(_)));
+        // MKL-DNN's BatchNorm only takes a plain ReLU.
+        c.fuse_relu(net, |k, slope| {
+            matches!(k, LayerKind::BatchNorm(_)) && slope == 0.0
+        });
         c.fuse_sum(net);
-        c.fuse_relu(net, |k| matches!(k, LayerKind::InnerProduct(_)));
+        c.fuse_relu(net, |k, _| matches!(k, LayerKind::InnerProduct(_)));
         c
     }
 
@@ -130,13 +136,36 @@ impl Compiled {
         }
     }
 
-    /// Rules 3 and 6: a layer of the given kind whose first consumer is a ReLU absorbs it.
-    fn fuse_relu(&mut self, net: &Net, kind: impl Fn(&LayerKind) -> bool) {
+    /// Rule 2: a BatchNorm left unfolded whose first consumer is a one-input Scale takes the Scale in
+    /// (Intel appends the Scale's blobs to the BatchNorm and drops the Scale).
+    fn merge_scale(&mut self, net: &Net) {
         for id in 0..net.layers.len() {
-            if !kind(&net.layers[id].kind) || matches!(self.roles[id], Role::Absorbed(_)) {
+            if !matches!(net.layers[id].kind, LayerKind::BatchNorm(_))
+                || self.roles[id] != Role::Own
+            {
                 continue;
             }
-            if let Some((relu, slope)) = self.first_relu(net, id) {
+            // MKL-DNN's scale and shift are per channel.
+            let scale = self.first_consumer(net, id).filter(|&s| {
+                matches!(&net.layers[s].kind, LayerKind::Scale(a) if a.axis == 1 && a.num_axes == 1)
+                    && net.layers[s].bottoms.len() == 1
+            });
+            if let Some(s) = scale {
+                self.absorb(net, id, s, |f| f.folded.push(s));
+            }
+        }
+    }
+
+    /// Rules 3, 4 and 6: a layer the test accepts (by its kind and the ReLU's negative slope) whose
+    /// first consumer is a ReLU absorbs it.
+    fn fuse_relu(&mut self, net: &Net, accepts: impl Fn(&LayerKind, f32) -> bool) {
+        for id in 0..net.layers.len() {
+            if matches!(self.roles[id], Role::Absorbed(_)) {
+                continue;
+            }
+            if let Some((relu, slope)) = self.first_relu(net, id)
+                && accepts(&net.layers[id].kind, slope)
+            {
                 self.absorb(net, id, relu, |f| f.relu = Some((relu, slope)));
             }
         }

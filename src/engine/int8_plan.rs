@@ -4,14 +4,15 @@
 //! buffer sharing of Intel's fusions (a sum-fused convolution writes into its residual's buffer, so
 //! after a pass the residual's name holds the sum, as in Intel Caffe).
 
-use super::compile::{Compiled, Fusion, folded_weights};
+use super::compile::{Compiled, Fusion, Role, folded_weights};
 use super::error::EngineError;
 use super::gemm::PackedA;
 use super::ops::conv::{self, Geometry};
 use super::ops::conv_int8::{Int8Conv, Int8Params, Placement, Store};
+use super::ops::post::Post;
 use super::precision::{Exec, Precision, Repr};
 use super::quant::IntType;
-use crate::model::layer::{InnerProduct, LayerKind};
+use crate::model::layer::{Activation, InnerProduct, LayerKind};
 use crate::model::shape::canonical_axis;
 use crate::model::{Layer, LayerId, Net, Shape, ValueId};
 
@@ -37,13 +38,24 @@ pub struct FusedF32 {
     pub sum: Option<[f32; 2]>,
 }
 
+/// How a convolution that absorbed a SUM reads the FP32 residual in its output buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidualRead {
+    /// In its own layout (or there is no FP32 residual).
+    AsStored,
+    /// Made by an FP32 MKL-DNN convolution in nChw16c, read as NHWC (`ops::layout`).
+    BlockedAsNhwc,
+}
+
 /// How one layer runs in a quantized net.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Int8Layer {
     /// As in the FP32 plan (its INT8 inputs dequantized), or absorbed.
     Plain,
-    Conv(Box<Int8Conv>, InputSpec),
+    Conv(Box<Int8Conv>, InputSpec, ResidualRead),
     FusedF32(Box<FusedF32>),
+    /// A BatchNorm that absorbed a Scale and/or a ReLU: the steps applied after it.
+    BatchNorm(Vec<Post>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +160,13 @@ impl Int8Plan {
                         },
                         flat,
                     };
-                    Int8Layer::Conv(Box::new(conv), spec)
+                    let read = fusion
+                        .and_then(|f| f.sum.as_ref())
+                        .filter(|_| *output == Repr::F32)
+                        .map_or(ResidualRead::AsStored, |s| {
+                            residual_read(net, &compiled, &precision, shapes, s.residual)
+                        });
+                    Int8Layer::Conv(Box::new(conv), spec, read)
                 }
                 (Exec::F32, LayerKind::Convolution(c)) if fusion.is_some() => {
                     let channels = l
@@ -173,6 +191,9 @@ impl Int8Plan {
                         relu,
                         sum,
                     }))
+                }
+                (_, LayerKind::BatchNorm(_)) if fusion.is_some() => {
+                    Int8Layer::BatchNorm(merged_steps(net, fusion).map_err(err)?)
                 }
                 _ => Int8Layer::Plain,
             };
@@ -304,6 +325,77 @@ fn weights(
     fusion: Option<&Fusion>,
 ) -> Result<(Vec<f32>, Vec<f32>), String> {
     folded_weights(net, id, fusion.map_or(&[], |f| f.folded.as_slice()))
+}
+
+/// How Intel's INT8 kernel reads an FP32 residual: scrambled when an FP32 convolution made it (through
+/// layers that keep the layout) with a multiple of 16 channels above 16, the layout MKL-DNN's AVX-512
+/// FP32 kernels write. Other producers (Caffe-engine layers in NCHW, other channel counts) are read
+/// as stored: Intel's behaviour there was not observed.
+pub fn residual_read(
+    net: &Net,
+    compiled: &Compiled,
+    precision: &Precision,
+    shapes: &[Shape],
+    residual: ValueId,
+) -> ResidualRead {
+    let channels = shapes[residual].get(1).copied().unwrap_or(0);
+    if shapes[residual].len() != 4 || channels % 16 != 0 || channels <= 16 {
+        return ResidualRead::AsStored;
+    }
+    let mut v = residual;
+    loop {
+        let mut p = net.values[v].producer;
+        if let Role::Absorbed(into) = compiled.roles[p] {
+            p = into;
+        }
+        let l = &net.layers[p];
+        let keeps_layout = matches!(
+            l.kind,
+            LayerKind::Pooling(_)
+                | LayerKind::Split
+                | LayerKind::BatchNorm(_)
+                | LayerKind::Activation(Activation::ReLU { .. })
+        );
+        match (&l.kind, &precision.exec[p]) {
+            (LayerKind::Convolution(_), Exec::F32) => return ResidualRead::BlockedAsNhwc,
+            (_, Exec::F32) if keeps_layout => match l.bottoms.first() {
+                Some(&b) => v = b,
+                None => return ResidualRead::AsStored,
+            },
+            _ => return ResidualRead::AsStored,
+        }
+    }
+}
+
+/// The Scale merged into a BatchNorm and its fused ReLU, as steps on its output.
+fn merged_steps(net: &Net, fusion: Option<&Fusion>) -> Result<Vec<Post>, String> {
+    let Some(f) = fusion else {
+        return Ok(Vec::new());
+    };
+    let mut steps = Vec::new();
+    for &id in &f.folded {
+        let l = &net.layers[id];
+        let blob = |i: usize| -> Result<Vec<f32>, String> {
+            l.blobs
+                .get(i)
+                .map(|b| b.data.iter().copied().collect())
+                .ok_or_else(|| format!("merged Scale '{}': weight blob {i} is missing", l.name))
+        };
+        match &l.kind {
+            LayerKind::Scale(a) if a.axis == 1 && a.num_axes == 1 => {
+                let bias = if a.bias_term { Some(blob(1)?) } else { None };
+                steps.push(Post::Scale(blob(0)?, bias));
+            }
+            _ => {
+                return Err(format!(
+                    "layer '{}' merged into the BatchNorm is not a per-channel Scale",
+                    l.name
+                ));
+            }
+        }
+    }
+    steps.extend(f.relu.map(|(_, slope)| Post::ReLU(slope)));
+    Ok(steps)
 }
 
 /// The fused ReLU slope and the Eltwise coefficients (residual first; 1 when not given).

@@ -4,7 +4,9 @@
 //! without, f32 with `bw_layer_out: 32`; a sum-fused convolution writes into its residual's buffer and
 //! takes the residual's type (so an f32 residual makes a convolution with INT8 output run FP32, and an
 //! s8 residual stores a u8-scaled output as s8); ReLU and Pooling pass INT8 through; Concat keeps INT8
-//! when all inputs share a type, at the smallest scale; everything else reads and writes f32.
+//! when all inputs share a type, at the smallest scale; a BatchNorm (one left unfolded, after an
+//! Eltwise) whose input holds codes runs MKL-DNN's s8 batch norm on the raw codes; everything else
+//! reads and writes f32.
 
 use super::compile::{Compiled, Role};
 use super::quant::IntType;
@@ -39,6 +41,10 @@ pub enum Exec {
     },
     /// Passes INT8 through (ReLU, Pooling, Concat on INT8 inputs).
     PassInt8,
+    /// A BatchNorm (with its merged Scale and fused ReLU) on INT8 input: Intel Caffe builds it on its
+    /// input's s8 memory, so MKL-DNN normalises the raw integer codes with the FP32-domain statistics
+    /// and stores rounded s8 codes, which keep the input's scale (ssd_face_res10's notes.md).
+    OnCodes,
 }
 
 /// The precision plan of a quantized net.
@@ -80,6 +86,13 @@ impl Precision {
                 }
                 Quantized::No => p.unquantized(net, id),
             };
+            if exec == Exec::OnCodes {
+                p.notes.push(format!(
+                    "layer '{}': Intel Caffe runs this BatchNorm on the raw int8 codes of its input \
+                     (its statistics are in real units), which distorts everything after it",
+                    l.name
+                ));
+            }
             p.exec[id] = exec;
             // The layer's tops, or for a fused layer every value it stands for.
             let values: Vec<usize> = match compiled.fusion(id) {
@@ -195,6 +208,14 @@ impl Precision {
                 };
                 (Exec::PassInt8, Repr::Int { ty, scale, sum })
             }
+            (LayerKind::BatchNorm(_), Repr::Int { scale, .. }) => (
+                Exec::OnCodes,
+                Repr::Int {
+                    ty: IntType::S8,
+                    scale,
+                    sum: false,
+                },
+            ),
             (LayerKind::Concat { .. }, Repr::Int { ty, .. }) => {
                 let inputs: Vec<Repr> = l.bottoms.iter().map(|&b| self.repr[b]).collect();
                 let same = inputs

@@ -6,6 +6,7 @@ mod int8;
 use ndarray::{ArrayD, IxDyn};
 
 use super::error::EngineError;
+use super::ops::detection::{Candidates, detection_output};
 use super::ops::{activation, conv, inner_product, norm, pool, prior_box, softmax, tensor};
 use super::plan::{Plan, Prepared};
 use crate::model::layer::{Identity, LayerKind, LossKind};
@@ -172,7 +173,13 @@ impl<'p, 'n> Session<'p, 'n> {
             // As many rows as detections: the top takes its shape from the data.
             let images = dims(0).first().copied().unwrap_or(1);
             let (conf, prior) = (contiguous(input(1)?)?, contiguous(input(2)?)?);
-            let rows = super::ops::detection::detection_output(p, x()?, conf, prior, images)?;
+            // A quantized net runs as Intel Caffe runs it, its NMS candidates included.
+            let kind = if plan.int8.is_some() {
+                Candidates::IntelPadded
+            } else {
+                Candidates::Exact
+            };
+            let rows = detection_output(p, x()?, conf, prior, images, kind)?;
             let n = rows.len() / 7;
             *top = ArrayD::from_shape_vec(IxDyn(&[1, 1, n, 7]), rows).map_err(|e| e.to_string())?;
             return Ok(());

@@ -4,6 +4,11 @@
 //! adaptive threshold (`eta`), then the best `keep_top_k` over all classes. Rows are
 //! [image, label, score, xmin, ymin, xmax, ymax], labels ascending; an output without any detection
 //! holds one row [image, −1, …] per image, as SSD Caffe writes it.
+//!
+//! Intel Caffe's candidate list has a quirk (`Candidates::IntelPadded`, used when running a quantized
+//! net as Intel Caffe does): its `GetMaxScoreIndex` sizes the list to the number of priors and fills
+//! only the entries above the threshold, so when fewer than `top_k` pass, entries (score 0, prior 0)
+//! follow them into NMS and prior 0 comes out with its real score, below the threshold or not.
 
 use std::collections::BTreeMap;
 
@@ -103,6 +108,26 @@ pub fn best_scores(scores: &[f32], threshold: f32, top_k: i32) -> Vec<usize> {
     idx
 }
 
+/// Which candidates enter NMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// The scores above the threshold, as SSD Caffe and OpenCV.
+    Exact,
+    /// Those, then prior 0 repeated up to `top_k` entries (or up to the number of priors), as Intel
+    /// Caffe.
+    IntelPadded,
+}
+
+/// `best_scores`, with Intel's padding when asked.
+pub fn candidates(scores: &[f32], threshold: f32, top_k: i32, kind: Candidates) -> Vec<usize> {
+    let mut idx = best_scores(scores, threshold, top_k);
+    if kind == Candidates::IntelPadded {
+        let room = usize::try_from(top_k).map_or(scores.len(), |k| k.min(scores.len()));
+        idx.resize(room.max(idx.len()), 0);
+    }
+    idx
+}
+
 /// Greedy NMS over candidates best first: a box is kept unless it overlaps a kept one by more than
 /// the threshold, which shrinks by `eta` after each kept box while above 0.5 (SSD's `ApplyNMSFast`).
 pub fn nms(boxes: &[BBox], candidates: &[usize], threshold: f32, eta: f32) -> Vec<usize> {
@@ -161,6 +186,7 @@ pub fn detection_output(
     conf: &[f32],
     prior: &[f32],
     images: usize,
+    kind: Candidates,
 ) -> Result<Vec<f32>, String> {
     let priors = priors_of(p, loc.len(), conf.len(), prior.len(), images)?;
     let classes = p.num_classes() as usize;
@@ -197,7 +223,7 @@ pub fn detection_output(
         for c in (0..classes).filter(|&c| c as i32 != background) {
             let scores: Vec<f32> = (0..priors).map(|i| conf_n[i * classes + c]).collect();
             let b = &boxes[if share { 0 } else { c }];
-            let candidates = best_scores(&scores, threshold, top_k);
+            let candidates = candidates(&scores, threshold, top_k, kind);
             kept.insert(c, nms(b, &candidates, nms_p.nms_threshold(), nms_p.eta()));
         }
         let total: usize = kept.values().map(Vec::len).sum();
@@ -349,19 +375,48 @@ mod tests {
         let loc = [0.0; 8];
         // Class 1: prior 0 at 0.9, prior 1 at 0.4; class 2: prior 1 at 0.6 (class 0 is background).
         let conf = [0.05, 0.9, 0.05, 0.0, 0.4, 0.6];
-        let rows = detection_output(&param(-1), &loc, &conf, &prior, 1).unwrap();
+        let rows = detection_output(&param(-1), &loc, &conf, &prior, 1, Candidates::Exact).unwrap();
         let labels: Vec<(f32, f32)> = rows.chunks(7).map(|r| (r[1], r[2])).collect();
         assert_eq!(labels, [(1.0, 0.9), (1.0, 0.4), (2.0, 0.6)]);
         // keep_top_k 2 drops the weakest detection (class 1 at 0.4).
-        let rows = detection_output(&param(2), &loc, &conf, &prior, 1).unwrap();
+        let rows = detection_output(&param(2), &loc, &conf, &prior, 1, Candidates::Exact).unwrap();
         let labels: Vec<(f32, f32)> = rows.chunks(7).map(|r| (r[1], r[2])).collect();
         assert_eq!(labels, [(1.0, 0.9), (2.0, 0.6)]);
         // Nothing above the threshold: one row of −1 per image, with the image's index.
         let low = [0.9, 0.05, 0.05, 0.9, 0.05, 0.05];
-        let rows = detection_output(&param(-1), &loc, &low, &prior, 1).unwrap();
+        let rows = detection_output(&param(-1), &loc, &low, &prior, 1, Candidates::Exact).unwrap();
         assert_eq!(rows, [0.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0]);
         // A class count that disagrees with the confidence blob is an error naming both.
-        let e = detection_output(&param(-1), &loc, &conf[..4], &prior, 1).unwrap_err();
+        let e = detection_output(&param(-1), &loc, &conf[..4], &prior, 1, Candidates::Exact)
+            .unwrap_err();
         assert!(e.contains("num_classes 3 disagrees"), "{e}");
+    }
+
+    #[test]
+    fn intel_padding_brings_prior_zero_in_with_its_real_score() {
+        // Priors 0 and 1 far apart; class 1 passes only at prior 1 (0.6), prior 0 scores 0.1.
+        let prior = [
+            0.0, 0.0, 0.2, 0.2, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        let (loc, conf) = ([0.0; 8], [0.85, 0.1, 0.05, 0.35, 0.6, 0.05]);
+        let labels = |kind| -> Vec<(f32, f32)> {
+            let rows = detection_output(&param(-1), &loc, &conf, &prior, 1, kind).unwrap();
+            rows.chunks(7).map(|r| (r[1], r[2])).collect()
+        };
+        assert_eq!(labels(Candidates::Exact), [(1.0, 0.6)]);
+        // Padded (top_k 10, 2 priors): class 1 gains prior 0 at 0.1, and class 2 (nothing above
+        // the threshold) gets prior 0 at 0.05; the duplicates of prior 0 overlap it fully.
+        assert_eq!(
+            labels(Candidates::IntelPadded),
+            [(1.0, 0.6), (1.0, 0.1), (2.0, 0.05)]
+        );
+        assert_eq!(
+            candidates(&[0.1, 0.6, 0.2], 0.3, 2, Candidates::IntelPadded),
+            [1, 0]
+        );
+        assert_eq!(
+            candidates(&[0.1, 0.6, 0.2], 0.3, -1, Candidates::IntelPadded),
+            [1, 0, 0]
+        );
     }
 }

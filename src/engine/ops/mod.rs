@@ -8,6 +8,7 @@ pub mod conv_int8;
 pub mod detection;
 pub mod detection_eval;
 pub mod inner_product;
+pub mod layout;
 pub mod norm;
 pub mod phases;
 pub mod pool;

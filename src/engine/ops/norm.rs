@@ -9,7 +9,7 @@ use crate::model::Blob;
 use crate::model::layer::{Affine, Lrn, NormRegion, Pool, PoolMethod};
 
 /// Per-channel BatchNorm constants, computed once per plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchNormConsts {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,

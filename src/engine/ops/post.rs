@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::norm::BatchNormConsts;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Post {
     BatchNorm(BatchNormConsts),
     /// Scale with an optional bias, one value per channel.

@@ -10,12 +10,12 @@ use rayon::prelude::*;
 
 use super::{Feed, Observer, Session, contiguous};
 use crate::engine::error::EngineError;
-use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer};
+use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer, ResidualRead};
 use crate::engine::ops::codes::{self, Codes};
 use crate::engine::ops::conv::{self, Filter};
 use crate::engine::ops::conv_int8::{Int8Conv, Out, convolution_int8};
-use crate::engine::ops::pool;
-use crate::engine::ops::post::Post;
+use crate::engine::ops::post::{self, Post};
+use crate::engine::ops::{layout, norm, pool};
 use crate::engine::plan::{Plan, Prepared};
 use crate::engine::precision::{Exec, Repr};
 use crate::engine::quant::IntType;
@@ -38,6 +38,8 @@ pub(super) struct State {
     converted: Vec<u8>,
     /// A fused FP32 convolution's residual, saved before the buffer is overwritten.
     residual: Vec<f32>,
+    /// A BatchNorm's input codes as numbers.
+    raw: Vec<f32>,
 }
 
 impl State {
@@ -119,11 +121,24 @@ impl Session<'_, '_> {
             let exec = &int8.precision.exec[id];
             let result = match (exec, &int8.layers[id]) {
                 (Exec::Absorbed, _) => Ok(()),
-                (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec)) => {
-                    self.int8_conv(id, layer, conv, *spec, *output)
+                (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec, read)) => {
+                    self.int8_conv(id, layer, conv, (*spec, *read), *output)
                 }
                 (_, Int8Layer::FusedF32(f)) => self.fused_f32(layer, f),
                 (Exec::PassInt8, _) => self.pass_int8(id, layer),
+                (Exec::OnCodes, Int8Layer::BatchNorm(steps)) => {
+                    self.batch_norm_on_codes(id, layer, steps)
+                }
+                (Exec::OnCodes, _) => self.batch_norm_on_codes(id, layer, &[]),
+                (_, Int8Layer::BatchNorm(steps)) => self.plain(id, layer, feed).and_then(|()| {
+                    let &top = layer.tops.first().ok_or("no output")?;
+                    let b = self.plan.buffer_of[top];
+                    let o = self.values[b]
+                        .as_slice_mut()
+                        .ok_or("non-contiguous output")?;
+                    crate::engine::ops::post::apply_all(steps, &self.plan.shapes[top], o);
+                    Ok(())
+                }),
                 _ => self.plain(id, layer, feed).and_then(|()| {
                     // An FP32 InnerProduct keeps the ReLU it absorbed.
                     let relu = int8.compiled.fusion(id).and_then(|f| f.relu);
@@ -232,7 +247,7 @@ impl Session<'_, '_> {
         id: usize,
         layer: &Layer,
         conv: &Int8Conv,
-        spec: InputSpec,
+        (spec, read): (InputSpec, ResidualRead),
         output: Repr,
     ) -> Result<(), String> {
         let plan = self.plan;
@@ -263,6 +278,8 @@ impl Session<'_, '_> {
         // Codes go to the buffer's bytes (which hold the residual of a sum), values to its FP32 array.
         let dest = placed.map_or(bout, |(cat, ..)| cat);
         let mut out = std::mem::take(&mut st.bytes[dest]);
+        // A copy of an FP32 residual that is read scrambled.
+        let mut stored = std::mem::take(&mut st.raw);
         let x: &[u8] = if converted || bin == bout {
             &st.converted
         } else {
@@ -282,15 +299,78 @@ impl Session<'_, '_> {
                     // A residual held as codes enters the sum post-op as its integers.
                     if let Some(Codes { ty, .. }) = st.codes(bout) {
                         codes::dequantize(&out, Codes { ty, scale: 1.0 }, o);
+                    } else if let (ResidualRead::BlockedAsNhwc, Ok(out_dims)) =
+                        (read, <[usize; 4]>::try_from(plan.shapes[top].as_slice()))
+                    {
+                        stored.clear();
+                        stored.extend_from_slice(o);
+                        layout::blocked_read_as_nhwc(&stored, out_dims, o);
                     }
                     convolution_int8(conv, x, dims, Out::F32(o), None)
                 })
                 .ok_or("non-contiguous output"),
         };
         st.bytes[dest] = out;
+        st.raw = stored;
         st.stored(bout, output, &mut values, self.eager);
         self.values[bout] = values;
         result.map_err(String::from)
+    }
+
+    /// A BatchNorm (then the steps merged into it) on the raw codes of its INT8 input, stored as
+    /// s8 codes of the rounded results at the input's scale, as MKL-DNN's s8 batch norm does.
+    fn batch_norm_on_codes(
+        &mut self,
+        id: usize,
+        layer: &Layer,
+        steps: &[Post],
+    ) -> Result<(), String> {
+        let plan = self.plan;
+        let int8 = plan.int8.as_ref().ok_or("not quantized")?;
+        let (&bottom, &top) = layer
+            .bottoms
+            .first()
+            .zip(layer.tops.first())
+            .ok_or("no input or output")?;
+        let Prepared::BatchNorm(k) = &plan.prepared[id] else {
+            return Err("not planned".into());
+        };
+        let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
+        let st = &mut self.int8;
+        let Some(Codes { ty, .. }) = st.codes(bin) else {
+            return Err("planned on codes but its input holds FP32 values".into());
+        };
+        let dims = plan.shapes[bottom].as_slice();
+        let channels = dims.get(1).copied().unwrap_or(1);
+        let spatial = dims.iter().skip(2).product();
+        // The codes as the numbers MKL-DNN reads (scale 1), in a buffer kept across passes.
+        let mut raw = std::mem::take(&mut st.raw);
+        raw.resize(st.bytes[bin].len(), 0.0);
+        codes::dequantize(&st.bytes[bin], Codes { ty, scale: 1.0 }, &mut raw);
+        let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        let mut out = std::mem::take(&mut st.bytes[bout]);
+        let result = match values.as_slice_mut() {
+            Some(o) if o.len() == raw.len() => {
+                norm::batch_norm(k, &raw, channels, spatial, o);
+                post::apply_all(steps, dims, o);
+                out.resize(o.len(), 0);
+                codes::quantize(
+                    o,
+                    Codes {
+                        ty: IntType::S8,
+                        scale: 1.0,
+                    },
+                    &mut out,
+                );
+                Ok(())
+            }
+            _ => Err("the output does not match the input's shape".to_string()),
+        };
+        st.raw = raw;
+        st.bytes[bout] = out;
+        st.stored(bout, int8.precision.repr[top], &mut values, self.eager);
+        self.values[bout] = values;
+        result
     }
 
     /// A fused convolution that Intel runs in FP32: folded weights, then the sum and ReLU.
