@@ -57,7 +57,7 @@ fn top_classes(scores: &ArrayD<f32>) -> Vec<usize> {
 }
 
 /// One image of a data batch (C×H×W) as an RGB thumbnail, min-max scaled.
-fn thumbnail(data: &ArrayD<f32>, n: usize) -> Option<Thumbnail> {
+pub(crate) fn thumbnail(data: &ArrayD<f32>, n: usize) -> Option<Thumbnail> {
     let img = data.index_axis(Axis(0), n);
     let shape = img.shape().to_vec();
     let [c, h, w] = shape.as_slice() else {

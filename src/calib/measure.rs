@@ -292,7 +292,7 @@ impl Measure for NetMeasure<'_> {
         let Some((v, reference)) = probe.outputs.get(layer) else {
             return Err(format!("layer \"{layer}\" has no output to compare"));
         };
-        let plan = Plan::new_int8(&net, Some(probe.images)).map_err(|e| e.to_string())?;
+        let plan = Plan::new_int8_isolated(&net, Some(probe.images)).map_err(|e| e.to_string())?;
         let mut feed = ArrayFeed {
             arrays: probe.inputs.clone(),
         };

@@ -6,6 +6,7 @@
 //! run with its events and cancel flag (`run`, `events`) and its report (`report`).
 
 pub mod batches;
+pub mod boxes;
 pub mod config;
 pub mod disagree;
 pub mod events;

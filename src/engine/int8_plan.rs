@@ -47,6 +47,15 @@ pub enum ResidualRead {
     BlockedAsNhwc,
 }
 
+/// How FP32 residuals are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residuals {
+    /// As Intel Caffe reads them (`residual_read`).
+    AsIntel,
+    /// Always as stored.
+    AsStored,
+}
+
 /// How one layer runs in a quantized net.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Int8Layer {
@@ -81,7 +90,12 @@ pub struct ConcatSlot {
 
 impl Int8Plan {
     /// Prepares every layer; `shapes` are the FP32 plan's. `buffer_of` is updated for the fusions.
-    pub fn new(net: &Net, shapes: &[Shape], buffer_of: &mut [usize]) -> Result<Self, EngineError> {
+    pub fn new(
+        net: &Net,
+        shapes: &[Shape],
+        buffer_of: &mut [usize],
+        residuals: Residuals,
+    ) -> Result<Self, EngineError> {
         let compiled = Compiled::new(net);
         let precision = Precision::new(net, &compiled).map_err(EngineError::Plan)?;
         let mut layers = Vec::with_capacity(net.layers.len());
@@ -162,7 +176,7 @@ impl Int8Plan {
                     };
                     let read = fusion
                         .and_then(|f| f.sum.as_ref())
-                        .filter(|_| *output == Repr::F32)
+                        .filter(|_| *output == Repr::F32 && residuals == Residuals::AsIntel)
                         .map_or(ResidualRead::AsStored, |s| {
                             residual_read(net, &compiled, &precision, shapes, s.residual)
                         });

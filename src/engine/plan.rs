@@ -3,7 +3,7 @@
 
 use super::error::EngineError;
 use super::gemm::PackedA;
-use super::int8_plan::Int8Plan;
+use super::int8_plan::{Int8Plan, Residuals};
 use super::ops::conv::{self, Geometry};
 use super::ops::norm::BatchNormConsts;
 use super::ops::pool;
@@ -65,8 +65,24 @@ impl<'n> Plan<'n> {
     /// Plans a quantized net to run as Intel Caffe runs it: compiled (BN folding, ReLU and sum
     /// fusions), INT8 where Intel runs INT8.
     pub fn new_int8(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+        Self::with_int8(net, batch, Residuals::AsIntel)
+    }
+
+    /// As `new_int8`, but FP32 residuals are read as stored where Intel Caffe would scramble their
+    /// layout: for measuring one layer alone, where the residual's producer runs FP32 only because
+    /// of the isolation (a configuration never deployed), so the layer's own error is measured.
+    pub fn new_int8_isolated(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+        Self::with_int8(net, batch, Residuals::AsStored)
+    }
+
+    fn with_int8(
+        net: &'n Net,
+        batch: Option<usize>,
+        residuals: Residuals,
+    ) -> Result<Self, EngineError> {
         let mut plan = Self::build(net, batch)?;
-        plan.int8 = Some(Int8Plan::new(net, &plan.shapes, &mut plan.buffer_of)?);
+        let int8 = Int8Plan::new(net, &plan.shapes, &mut plan.buffer_of, residuals)?;
+        plan.int8 = Some(int8);
         Ok(plan)
     }
 

@@ -126,7 +126,7 @@ pub fn int8_report(
         .collect();
     let alone_plans = alone
         .iter()
-        .map(|n| Plan::new_int8(n, batch))
+        .map(|n| Plan::new_int8_isolated(n, batch))
         .collect::<Result<Vec<_>, _>>()?;
     let runs_alone: Vec<bool> = alone_plans
         .iter()

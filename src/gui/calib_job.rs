@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use crate::calib::CalibConfig;
+use crate::calib::boxes::{ImageBoxes, compare_boxes};
 use crate::calib::disagree::{Disagreement, disagreements};
 use crate::calib::events::{BlobStats, Event, LayerScale, Stage};
 use crate::calib::run::{CalibError, Calibration, Outcome, Retained};
@@ -20,24 +21,36 @@ enum Msg {
     Event(Event),
     Done(Box<Result<Outcome, CalibError>>),
     Reevaluated(Result<(Table, f64), String>),
-    Disagreements(Vec<Disagreement>),
+    /// The images the two disagree on (classifiers) and the detections drawn (detectors).
+    Compared(Vec<Disagreement>, Vec<ImageBoxes>),
 }
 
 /// Disagreeing images kept for the Compare tab.
 const MAX_DISAGREEMENTS: usize = 24;
 
-/// Compares FP32 and INT8 predictions for `table` and sends what disagrees (errors go to the log
-/// as a warning: the comparison is a view, not the calibration).
-fn send_disagreements(
+/// Images whose detections the Compare tab draws.
+const MAX_BOX_IMAGES: usize = 6;
+
+/// Compares FP32 and INT8 predictions for `table` and sends what disagrees, or for a detector the
+/// boxes of a few images (errors go to the log as a warning: the comparison is a view, not the
+/// calibration).
+fn send_comparison(
     retained: &Retained,
     table: &Table,
     send: &mut dyn FnMut(Event),
     tx: &Sender<Msg>,
 ) {
     send(Event::Stage(Stage::Compare));
-    match disagreements(retained, table, MAX_DISAGREEMENTS) {
-        Ok(d) => {
-            let _ = tx.send(Msg::Disagreements(d));
+    let compared = disagreements(retained, table, MAX_DISAGREEMENTS).and_then(|d| {
+        let boxes = match d.is_empty() {
+            true => compare_boxes(retained, table, MAX_BOX_IMAGES)?,
+            false => Vec::new(),
+        };
+        Ok((d, boxes))
+    });
+    match compared {
+        Ok((d, b)) => {
+            let _ = tx.send(Msg::Compared(d, b));
         }
         Err(e) => send(Event::Warning(format!("comparing predictions: {e}"))),
     }
@@ -82,7 +95,9 @@ pub struct CalibView {
     pub tolerance: f64,
     /// Images FP32 and INT8 classify differently (for the table in effect).
     pub disagreements: Vec<Disagreement>,
-    /// Counts updates of `disagreements` (the views cache their thumbnails by it).
+    /// A detector's FP32 and INT8 detections on a few images (for the table in effect).
+    pub boxes: Vec<ImageBoxes>,
+    /// Counts updates of `disagreements` and `boxes` (the views cache their thumbnails by it).
     pub generation: usize,
 }
 
@@ -175,7 +190,7 @@ impl CalibJob {
             let mut send = sender(tx.clone(), Arc::clone(&wake));
             let result = c.run(&mut send);
             if let Ok(o) = &result {
-                send_disagreements(&o.retained, &o.table, &mut send, &tx);
+                send_comparison(&o.retained, &o.table, &mut send, &tx);
                 send(Event::Finished {
                     fp32: o.report.fp32_accuracy,
                     int8: o.report.int8_accuracy,
@@ -205,7 +220,7 @@ impl CalibJob {
             let mut send = sender(tx.clone(), Arc::clone(&wake));
             let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
             if let Ok((table, _)) = &result {
-                send_disagreements(&retained, table, &mut send, &tx);
+                send_comparison(&retained, table, &mut send, &tx);
             }
             let _ = tx.send(Msg::Reevaluated(result));
             wake();
@@ -232,8 +247,9 @@ impl CalibJob {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Event(e) => view.apply(e),
-                Msg::Disagreements(d) => {
+                Msg::Compared(d, b) => {
                     view.disagreements = d;
+                    view.boxes = b;
                     view.generation += 1;
                 }
                 Msg::Done(r) => {

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use egui::Color32;
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
-use crate::calib::report::{LayerReport, Precision};
+use crate::calib::boxes::{ImageBoxes, SHOW_SCORE};
+use crate::calib::disagree::Thumbnail;
+use crate::calib::report::{ClassAp, LayerReport, Precision};
 use crate::gui::calib_job::CalibView;
 use crate::gui::tabs::colors;
 
@@ -36,6 +38,8 @@ pub struct CompareState {
     pub sort: SortBy,
     pub descending: bool,
     thumbs: Vec<egui::TextureHandle>,
+    /// The detector images' textures.
+    box_thumbs: Vec<egui::TextureHandle>,
     /// The `CalibView::generation` the textures were made for.
     thumbs_generation: usize,
 }
@@ -87,6 +91,7 @@ pub fn show(
         metric_bars(&mut cols[0], view);
         sqnr_chart(&mut cols[1], &r.layers);
     });
+    class_aps(ui, &r.ap_per_class);
     ui.horizontal(|ui| {
         let changed: BTreeSet<String> = r
             .layers
@@ -104,29 +109,143 @@ pub fn show(
         }
         ui.weak(format!("{} layer(s) pinned to FP32", pinned.len()));
     });
-    disagreements(ui, view, state);
+    make_textures(ui.ctx(), view, state);
+    if view.boxes.is_empty() {
+        disagreements(ui, view, state);
+    } else {
+        detections(ui, view, state);
+    }
     layer_table(ui, &r.layers, pinned, state, &mut actions);
     actions
 }
 
-/// Thumbnails of the images FP32 and INT8 classify differently, with both top classes.
-fn disagreements(ui: &mut egui::Ui, view: &CalibView, state: &mut CompareState) {
-    if state.thumbs_generation != view.generation {
-        state.thumbs = view
-            .disagreements
-            .iter()
-            .map(|d| {
-                let t = &d.thumbnail;
-                let img = egui::ColorImage::from_rgb([t.width, t.height], &t.rgb);
-                ui.ctx().load_texture(
-                    format!("disagreement {}", d.image),
-                    img,
-                    egui::TextureOptions::NEAREST,
-                )
-            })
-            .collect();
-        state.thumbs_generation = view.generation;
+/// The images' textures, made again when the comparison changed.
+fn make_textures(ctx: &egui::Context, view: &CalibView, state: &mut CompareState) {
+    if state.thumbs_generation == view.generation {
+        return;
     }
+    // Small classifier inputs keep their pixels; photos are smoothed.
+    let texture = |name: String, t: &Thumbnail, options| {
+        let img = egui::ColorImage::from_rgb([t.width, t.height], &t.rgb);
+        ctx.load_texture(name, img, options)
+    };
+    state.thumbs = view
+        .disagreements
+        .iter()
+        .map(|d| {
+            let name = format!("disagreement {}", d.image);
+            texture(name, &d.thumbnail, egui::TextureOptions::NEAREST)
+        })
+        .collect();
+    state.box_thumbs = view
+        .boxes
+        .iter()
+        .map(|b| {
+            let name = format!("detections {}", b.image);
+            texture(name, &b.thumbnail, egui::TextureOptions::LINEAR)
+        })
+        .collect();
+    state.thumbs_generation = view.generation;
+}
+
+/// Each class's AP, FP32 against INT8 (detectors).
+fn class_aps(ui: &mut egui::Ui, aps: &[ClassAp]) {
+    if aps.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new("Average precision per class (11-point)")
+        .default_open(true)
+        .show(ui, |ui| {
+            egui::Grid::new("class aps").striped(true).show(ui, |ui| {
+                for h in ["class", "FP32 AP", "INT8 AP", "change"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for a in aps {
+                    ui.label(a.label.to_string());
+                    ui.label(format!("{:.4}", a.fp32));
+                    ui.label(format!("{:.4}", a.int8));
+                    ui.label(format!("{:+.4}", a.int8 - a.fp32));
+                    ui.end_row();
+                }
+            });
+        });
+}
+
+/// A few images with the ground truth and both nets' detections drawn over them.
+fn detections(ui: &mut egui::Ui, view: &CalibView, state: &CompareState) {
+    let header = format!(
+        "Detections on {} images (score ≥ {}), where FP32 and INT8 differ most",
+        view.boxes.len(),
+        SHOW_SCORE
+    );
+    egui::CollapsingHeader::new(header)
+        .default_open(true)
+        .show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (text, color) in [
+                    ("ground truth", Color32::WHITE),
+                    ("FP32", colors::U8),
+                    ("INT8", colors::S8),
+                ] {
+                    let (r, _) =
+                        ui.allocate_exact_size(egui::vec2(16.0, 10.0), egui::Sense::hover());
+                    let stroke = egui::Stroke::new(2.0, color);
+                    ui.painter()
+                        .rect_stroke(r, 0.0, stroke, egui::StrokeKind::Inside);
+                    ui.label(text);
+                }
+            });
+            egui::ScrollArea::horizontal()
+                .id_salt("detections")
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        for (b, tex) in view.boxes.iter().zip(&state.box_thumbs) {
+                            ui.vertical(|ui| image_with_boxes(ui, b, tex));
+                        }
+                    });
+                });
+        });
+}
+
+/// One image scaled to a fixed height, its boxes as outlines.
+fn image_with_boxes(ui: &mut egui::Ui, b: &ImageBoxes, tex: &egui::TextureHandle) {
+    const HEIGHT: f32 = 200.0;
+    let t = &b.thumbnail;
+    let width = HEIGHT * t.width as f32 / t.height.max(1) as f32;
+    let response = ui.add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(width, HEIGHT)));
+    let rect = response.rect;
+    let to_screen = |r: [f32; 4]| {
+        egui::Rect::from_min_max(
+            rect.lerp_inside(egui::vec2(r[0], r[1])),
+            rect.lerp_inside(egui::vec2(r[2], r[3])),
+        )
+    };
+    let painter = ui.painter_at(rect);
+    let outline = |r: [f32; 4], width: f32, color: Color32| {
+        let stroke = egui::Stroke::new(width, color);
+        painter.rect_stroke(to_screen(r), 0.0, stroke, egui::StrokeKind::Middle);
+    };
+    for &r in &b.truth {
+        outline(r, 1.0, Color32::WHITE);
+    }
+    for d in &b.fp32 {
+        outline(d.rect, 2.0, colors::U8);
+    }
+    for d in &b.int8 {
+        outline(d.rect, 1.5, colors::S8);
+    }
+    ui.small(format!(
+        "#{} · truth {} · FP32 {} · INT8 {}",
+        b.image,
+        b.truth.len(),
+        b.fp32.len(),
+        b.int8.len()
+    ));
+}
+
+/// Thumbnails of the images FP32 and INT8 classify differently, with both top classes.
+fn disagreements(ui: &mut egui::Ui, view: &CalibView, state: &CompareState) {
     let n = view.disagreements.len();
     egui::CollapsingHeader::new(format!(
         "Images where FP32 and INT8 disagree: {n}{}",

@@ -1,0 +1,190 @@
+//! FP32 and INT8 detections of the same images, for the app's comparison: both nets run over the
+//! recorded batches, each image's DetectionOutput rows above a display score kept with its ground
+//! truth boxes and a thumbnail, and the images where the two disagree most picked first.
+
+use ndarray::ArrayD;
+
+use super::disagree::{Thumbnail, thumbnail};
+use super::measure::with_table;
+use super::run::Retained;
+use super::tune::Table;
+use crate::engine::ops::detection::{BBox, jaccard};
+use crate::engine::session::{Feed, NoObserver};
+use crate::engine::{Plan, Session};
+use crate::model::layer::LayerKind;
+use crate::model::{Net, ValueId};
+
+/// Detections scoring below this are not drawn (SSD's usual display threshold).
+pub const SHOW_SCORE: f32 = 0.5;
+
+/// Two boxes of one label overlapping at least this much are the same detection.
+const SAME_BOX: f32 = 0.5;
+
+/// One detection: its label, score and box (normalised corners).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub label: i32,
+    pub score: f32,
+    pub rect: [f32; 4],
+}
+
+/// One image with its ground truth and both nets' detections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageBoxes {
+    /// Its index among the evaluated images.
+    pub image: usize,
+    pub thumbnail: Thumbnail,
+    /// Ground-truth boxes (normalised corners).
+    pub truth: Vec<[f32; 4]>,
+    pub fp32: Vec<Detection>,
+    pub int8: Vec<Detection>,
+    /// Detections of one net that the other has no match for.
+    pub unmatched: usize,
+}
+
+/// Rows [image, label, score, xmin, ymin, xmax, ymax] of image `n` scoring at least `SHOW_SCORE`.
+fn detections_of(rows: &ArrayD<f32>, n: usize) -> Vec<Detection> {
+    let flat: Vec<f32> = rows.iter().copied().collect();
+    flat.chunks_exact(7)
+        .filter(|r| r[0] >= 0.0 && r[0] as usize == n && r[1] >= 0.0 && r[2] >= SHOW_SCORE)
+        .map(|r| Detection {
+            label: r[1] as i32,
+            score: r[2],
+            rect: [r[3], r[4], r[5], r[6]],
+        })
+        .collect()
+}
+
+/// Ground-truth rows [item, label, instance, xmin, ymin, xmax, ymax, difficult] of image `n`.
+fn truth_of(labels: &ArrayD<f32>, n: usize) -> Vec<[f32; 4]> {
+    let flat: Vec<f32> = labels.iter().copied().collect();
+    flat.chunks_exact(8)
+        .filter(|r| r[0] >= 0.0 && r[0] as usize == n)
+        .map(|r| [r[3], r[4], r[5], r[6]])
+        .collect()
+}
+
+fn bbox(r: [f32; 4]) -> BBox {
+    BBox {
+        xmin: r[0],
+        ymin: r[1],
+        xmax: r[2],
+        ymax: r[3],
+    }
+}
+
+/// Detections in `a` with no box of the same label in `b` overlapping by `SAME_BOX`.
+fn unmatched(a: &[Detection], b: &[Detection]) -> usize {
+    a.iter()
+        .filter(|d| {
+            !b.iter()
+                .any(|e| e.label == d.label && jaccard(&bbox(d.rect), &bbox(e.rect)) >= SAME_BOX)
+        })
+        .count()
+}
+
+/// The DetectionOutput top of a net.
+fn detection_output(net: &Net) -> Option<ValueId> {
+    let l = net
+        .layers
+        .iter()
+        .find(|l| matches!(l.kind, LayerKind::DetectionOutput(_)))?;
+    l.tops.first().copied()
+}
+
+/// Up to `max` images, those where FP32 and INT8 disagree most first (then in image order), shown
+/// in image order; empty when the net has no DetectionOutput or nothing was recorded.
+pub fn compare_boxes(
+    retained: &Retained,
+    table: &Table,
+    max: usize,
+) -> Result<Vec<ImageBoxes>, String> {
+    let net = &retained.net;
+    let (Some(out), Some(data_layer)) = (
+        detection_output(net),
+        net.layers.iter().find(|l| l.kind.is_data()),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let quantized = with_table(net, table);
+    let fp32_plan = Plan::new_int8(net, None).map_err(|e| e.to_string())?;
+    let int8_plan = Plan::new_int8(&quantized, None).map_err(|e| e.to_string())?;
+    let (mut fp32, mut int8) = (Session::new(&fp32_plan), Session::new(&int8_plan));
+    let (mut feed_a, mut feed_b) = (retained.recorded.replay(), retained.recorded.replay());
+    let mut all = Vec::new();
+    let mut image = 0;
+    for b in 0..retained.recorded.len() {
+        fp32.forward(&mut feed_a as &mut dyn Feed, &mut NoObserver)
+            .map_err(|e| e.to_string())?;
+        int8.forward(&mut feed_b as &mut dyn Feed, &mut NoObserver)
+            .map_err(|e| e.to_string())?;
+        let tops = retained.recorded.batch(&data_layer.name, b).unwrap_or(&[]);
+        let Some(data) = tops.first() else {
+            continue;
+        };
+        let images = data.shape().first().copied().unwrap_or(0);
+        for n in 0..images {
+            let (a, q) = (
+                detections_of(fp32.value(out), n),
+                detections_of(int8.value(out), n),
+            );
+            if let Some(thumb) = thumbnail(data, n) {
+                all.push(ImageBoxes {
+                    image: image + n,
+                    thumbnail: thumb,
+                    truth: tops.get(1).map_or_else(Vec::new, |l| truth_of(l, n)),
+                    unmatched: unmatched(&a, &q) + unmatched(&q, &a),
+                    fp32: a,
+                    int8: q,
+                });
+            }
+        }
+        image += images;
+    }
+    // Most different first (stable: earlier images win ties), then back to image order.
+    all.sort_by_key(|b| std::cmp::Reverse(b.unmatched));
+    all.truncate(max);
+    all.sort_by_key(|b| b.image);
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    #[test]
+    fn rows_split_by_image_and_score_and_matches_need_label_and_overlap() {
+        let rows = ArrayD::from_shape_vec(
+            IxDyn(&[1, 1, 3, 7]),
+            vec![
+                0.0, 1.0, 0.9, 0.1, 0.1, 0.5, 0.5, // image 0, shown
+                0.0, 1.0, 0.3, 0.6, 0.6, 0.9, 0.9, // image 0, below the display score
+                1.0, 2.0, 0.8, 0.2, 0.2, 0.4, 0.4, // image 1
+            ],
+        )
+        .unwrap();
+        let a = detections_of(&rows, 0);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].rect, [0.1, 0.1, 0.5, 0.5]);
+        assert_eq!(detections_of(&rows, 1)[0].label, 2);
+        // Shifted a little: matched; other label or far away: not.
+        let near = Detection {
+            rect: [0.12, 0.1, 0.52, 0.5],
+            ..a[0]
+        };
+        let other = Detection { label: 2, ..near };
+        assert_eq!(unmatched(&a, &[near]), 0);
+        assert_eq!(unmatched(&a, &[other]), 1);
+        assert_eq!(unmatched(&[near, other], &a), 1);
+        let truth = ArrayD::from_shape_vec(
+            IxDyn(&[1, 1, 2, 8]),
+            vec![
+                0.0, 1.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.0, //
+                1.0, 1.0, 0.0, 0.5, 0.5, 0.6, 0.6, 1.0,
+            ],
+        )
+        .unwrap();
+        assert_eq!(truth_of(&truth, 1), [[0.5, 0.5, 0.6, 0.6]]);
+    }
+}
