@@ -321,12 +321,7 @@ fn detection_calibration_avoids_intels_quirks_and_the_export_gives_its_map() {
     // The written file, evaluated afresh, gives the reported mAP.
     let m = common::load(&out, Some(&dir.join("weights.caffemodel"))).unwrap();
     let plan = int8cal::engine::Plan::new_int8(&m.net, None).unwrap();
-    let v = (0..m.net.values.len())
-        .rev()
-        .find(|&v| m.net.values[v].name == "detection_eval")
-        .unwrap();
-    let rows = int8cal::cli::eval::detection_rows(&plan, &scratch, v, 9, None).unwrap();
-    let (map, _) = rows.map(int8cal::metrics::ap::ApVersion::ElevenPoint);
+    let map = common::detection_map(&plan, &scratch, 9);
     assert!(
         (map - r.int8_accuracy).abs() < 1e-9,
         "{map} vs {}",

@@ -122,7 +122,6 @@ fn detection_map_matches_the_reference_for_every_ap_version() {
 /// faces_wider 0.4043 against 0.4053).
 #[test]
 fn intels_quantized_detectors_evaluate_to_intel_caffes_map() {
-    use int8cal::metrics::ap::ApVersion;
     for name in ["ssd_face_res10", "faces_wider"] {
         let Some(fixtures) = common::fixtures() else {
             return;
@@ -138,14 +137,8 @@ fn intels_quantized_detectors_evaluate_to_intel_caffes_map() {
         )
         .unwrap();
         let plan = Plan::new_int8(&model.net, None).unwrap();
-        let value = (0..model.net.values.len())
-            .rev()
-            .find(|&v| model.net.values[v].name == "detection_eval")
-            .unwrap();
         let iterations = want["iterations"].as_u64().unwrap() as usize;
-        let rows =
-            int8cal::cli::eval::detection_rows(&plan, &intel, value, iterations, None).unwrap();
-        let (map, _) = rows.map(ApVersion::ElevenPoint);
+        let map = common::detection_map(&plan, &intel, iterations);
         let want = want["blobs"]["detection_eval"].as_f64().unwrap();
         assert!(
             (map - want).abs() <= 0.005,

@@ -309,3 +309,14 @@ fn unsupported_type_loads_for_viewing() {
             .any(|w| w.contains("FancyNewLayer"))
     );
 }
+
+#[test]
+fn prior_box_without_min_size_names_the_layer_and_its_line() {
+    let text = r#"name: "pb"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "prior" type: "PriorBox" bottom: "conv" bottom: "data" top: "prior" prior_box_param { aspect_ratio: 2 } }
+"#;
+    let e = load_err("prior_box_min_size", text, None);
+    contains_all(&e, &["net.prototxt:4:1", "'prior'", "min_size is required"]);
+}

@@ -2,15 +2,14 @@
 //! recorded batches, each image's DetectionOutput rows above a display score kept with its ground
 //! truth boxes and a thumbnail, and the images where the two disagree most picked first.
 
+use std::ops::ControlFlow;
+
 use ndarray::ArrayD;
 
-use super::disagree::{Thumbnail, thumbnail};
-use super::measure::with_table;
+use super::disagree::{Thumbnail, side_by_side, thumbnail};
 use super::run::Retained;
 use super::tune::Table;
 use crate::engine::ops::detection::{BBox, jaccard};
-use crate::engine::session::{Feed, NoObserver};
-use crate::engine::{Plan, Session};
 use crate::model::layer::LayerKind;
 use crate::model::{Net, ValueId};
 
@@ -106,21 +105,12 @@ pub fn compare_boxes(
     ) else {
         return Ok(Vec::new());
     };
-    let quantized = with_table(net, table);
-    let fp32_plan = Plan::new_int8(net, None).map_err(|e| e.to_string())?;
-    let int8_plan = Plan::new_int8(&quantized, None).map_err(|e| e.to_string())?;
-    let (mut fp32, mut int8) = (Session::new(&fp32_plan), Session::new(&int8_plan));
-    let (mut feed_a, mut feed_b) = (retained.recorded.replay(), retained.recorded.replay());
     let mut all = Vec::new();
     let mut image = 0;
-    for b in 0..retained.recorded.len() {
-        fp32.forward(&mut feed_a as &mut dyn Feed, &mut NoObserver)
-            .map_err(|e| e.to_string())?;
-        int8.forward(&mut feed_b as &mut dyn Feed, &mut NoObserver)
-            .map_err(|e| e.to_string())?;
+    side_by_side(retained, table, |b, fp32, int8| {
         let tops = retained.recorded.batch(&data_layer.name, b).unwrap_or(&[]);
         let Some(data) = tops.first() else {
-            continue;
+            return ControlFlow::Continue(());
         };
         let images = data.shape().first().copied().unwrap_or(0);
         for n in 0..images {
@@ -140,7 +130,8 @@ pub fn compare_boxes(
             }
         }
         image += images;
-    }
+        ControlFlow::Continue(())
+    })?;
     // Most different first (stable: earlier images win ties), then back to image order.
     all.sort_by_key(|b| std::cmp::Reverse(b.unmatched));
     all.truncate(max);

@@ -2,6 +2,8 @@
 //! the top class of the Accuracy layer's input compared per image, and each disagreeing image kept
 //! as a small RGB thumbnail (the data layer's output scaled back to 0-255, BGR shown as RGB).
 
+use std::ops::ControlFlow;
+
 use ndarray::{ArrayD, Axis};
 
 use super::measure::with_table;
@@ -87,6 +89,31 @@ pub(crate) fn thumbnail(data: &ArrayD<f32>, n: usize) -> Option<Thumbnail> {
     })
 }
 
+/// Runs the FP32 net and the net quantized by `table` side by side over the recorded batches,
+/// handing `visit` each batch's index and both sessions after their pass, until it breaks.
+pub(crate) fn side_by_side(
+    retained: &Retained,
+    table: &Table,
+    mut visit: impl FnMut(usize, &Session, &Session) -> ControlFlow<()>,
+) -> Result<(), String> {
+    let net = &retained.net;
+    let quantized = with_table(net, table);
+    let fp32_plan = Plan::new_int8(net, None).map_err(|e| e.to_string())?;
+    let int8_plan = Plan::new_int8(&quantized, None).map_err(|e| e.to_string())?;
+    let (mut fp32, mut int8) = (Session::new(&fp32_plan), Session::new(&int8_plan));
+    let (mut feed_a, mut feed_b) = (retained.recorded.replay(), retained.recorded.replay());
+    for b in 0..retained.recorded.len() {
+        fp32.forward(&mut feed_a as &mut dyn Feed, &mut NoObserver)
+            .map_err(|e| e.to_string())?;
+        int8.forward(&mut feed_b as &mut dyn Feed, &mut NoObserver)
+            .map_err(|e| e.to_string())?;
+        if visit(b, &fp32, &int8).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The first `max` disagreeing images over the recorded batches (none when the metric is not an
 /// Accuracy layer or nothing was recorded).
 pub fn disagreements(
@@ -104,18 +131,9 @@ pub fn disagreements(
     let Some(data_layer) = net.layers.iter().find(|l| l.kind.is_data()) else {
         return Ok(Vec::new());
     };
-    let quantized = with_table(net, table);
-    let fp32_plan = Plan::new_int8(net, None).map_err(|e| e.to_string())?;
-    let int8_plan = Plan::new_int8(&quantized, None).map_err(|e| e.to_string())?;
-    let (mut fp32, mut int8) = (Session::new(&fp32_plan), Session::new(&int8_plan));
-    let (mut feed_a, mut feed_b) = (retained.recorded.replay(), retained.recorded.replay());
     let mut found = Vec::new();
     let mut image = 0;
-    for b in 0..retained.recorded.len() {
-        fp32.forward(&mut feed_a as &mut dyn Feed, &mut NoObserver)
-            .map_err(|e| e.to_string())?;
-        int8.forward(&mut feed_b as &mut dyn Feed, &mut NoObserver)
-            .map_err(|e| e.to_string())?;
+    side_by_side(retained, table, |b, fp32, int8| {
         let (a, q) = (
             top_classes(fp32.value(scores)),
             top_classes(int8.value(scores)),
@@ -142,10 +160,11 @@ pub fn disagreements(
             }
         }
         image += a.len();
-        if found.len() >= max {
-            break;
+        match found.len() >= max {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
         }
-    }
+    })?;
     Ok(found)
 }
 

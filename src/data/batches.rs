@@ -1,5 +1,5 @@
-//! Batches for a data layer: records of an LMDB in key order (`Data`), or the images of a list file in
-//! its order (`ImageData`), decoded, resized as OpenCV does and transformed, wrapping around at the end
+//! Batches for a data layer: records of an LMDB in key order (`Data`, `AnnotatedData`), or the images
+//! of a list file in its order (`ImageData`, `AnnotatedData` from a list of box files), decoded, resized as OpenCV does and transformed, wrapping around at the end
 //! as Caffe's readers do. Reading runs ahead of compute on a prefetch thread.
 
 use std::ops::ControlFlow;
@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use ndarray::{Array1, Array3, Array4, Axis};
 use prost::Message;
 
+use super::annotated_list::{AnnotatedList, is_list};
 use super::datum;
 use super::pixels::{ColorMode, Pixels};
 use super::transform::Transform;
@@ -66,6 +67,10 @@ impl Prefetcher {
             .map_err(|_| format!("data shape {shape:?} is not 4-D"))?;
         let reader = match source {
             DataSource::Db(p) => Reader::Db(db_dir(p, base).map_err(in_layer)?, false),
+            DataSource::Annotated(p, _) if is_list(&super::resolve(base, p.source())) => {
+                let list = AnnotatedList::read(&super::resolve(base, p.source()));
+                Reader::AnnotatedList(list.map_err(in_layer)?)
+            }
             DataSource::Annotated(p, _) => Reader::Db(db_dir(p, base).map_err(in_layer)?, true),
             DataSource::ImageList(p) => Reader::List(ImageList::read(p, base).map_err(in_layer)?),
             _ => {
@@ -87,7 +92,26 @@ impl Prefetcher {
                     };
                     db_loop(dir, &transform, how, &name, &mut batches, &tx)
                 }
-                Reader::List(list) => list_loop(list, &transform, &name, &mut batches, &tx),
+                Reader::List(list) => {
+                    let record = |i| image_record(list, i);
+                    list_loop(
+                        list.entries.len(),
+                        record,
+                        &transform,
+                        &name,
+                        &mut batches,
+                        &tx,
+                    )
+                }
+                Reader::AnnotatedList(list) => {
+                    let how = Decode {
+                        annotated: true,
+                        color: transform.color,
+                        resize,
+                    };
+                    let record = |i| annotated_record(list, how, i);
+                    list_loop(list.len(), record, &transform, &name, &mut batches, &tx)
+                }
             }
         });
         Ok(Self {
@@ -110,6 +134,8 @@ enum Reader {
     /// An LMDB folder, of `AnnotatedDatum` when true.
     Db(PathBuf, bool),
     List(ImageList),
+    /// Images with box files, listed (`annotated_list`).
+    AnnotatedList(AnnotatedList),
 }
 
 /// The LMDB folder of a Data layer, checked to exist.
@@ -296,25 +322,18 @@ pub(crate) fn parse_list_line(line: &str) -> Result<(&str, i32), String> {
     Ok((file, label))
 }
 
-/// Fills batches from an image list in its order forever (wrapping around), until the receiver is
-/// dropped. (`shuffle` and `rand_skip` are training options; the order here is the list's.)
+/// Fills batches from the records of a list, in its order forever (wrapping around), until the
+/// receiver is dropped. (`shuffle` and `rand_skip` are training options; the order here is the list's.)
 fn list_loop(
-    list: &ImageList,
+    len: usize,
+    record: impl Fn(usize) -> Result<Record, String>,
     t: &Transform,
     layer: &str,
     batches: &mut Batches,
     tx: &SyncSender<Result<Batch, String>>,
 ) {
-    for i in (0..list.entries.len()).cycle() {
-        let item = list.load(i).and_then(|(img, label)| {
-            let r = Record {
-                img,
-                label,
-                through_opencv: true,
-                boxes: None,
-            };
-            batches.push(t, r)
-        });
+    for i in (0..len).cycle() {
+        let item = record(i).and_then(|r| batches.push(t, r));
         let sent = match item {
             Ok(None) => continue,
             Ok(Some(batch)) => tx.send(Ok(batch)).is_ok(),
@@ -327,6 +346,32 @@ fn list_loop(
             return;
         }
     }
+}
+
+/// Entry `i` of an ImageData list as a record.
+fn image_record(list: &ImageList, i: usize) -> Result<Record, String> {
+    let (img, label) = list.load(i)?;
+    Ok(Record {
+        img,
+        label,
+        through_opencv: true,
+        boxes: None,
+    })
+}
+
+/// Entry `i` of an annotated list as a record, WARP-resized as `how` says.
+fn annotated_record(list: &AnnotatedList, how: Decode, i: usize) -> Result<Record, String> {
+    let (pixels, boxes) = list.load(i, how.color)?;
+    let pixels = match how.resize {
+        Some((h, w)) => pixels.resized(h, w),
+        None => pixels,
+    };
+    Ok(Record {
+        img: pixels.to_chw(),
+        label: 0.0,
+        through_opencv: true,
+        boxes: Some(boxes),
+    })
 }
 
 /// How an LMDB's records are decoded.
@@ -421,6 +466,52 @@ fn annotation_rows(groups: &[caffe::AnnotationGroup]) -> Result<Vec<[f32; 7]>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn group(label: i32, boxes: &[[f32; 4]]) -> caffe::AnnotationGroup {
+        caffe::AnnotationGroup {
+            group_label: Some(label),
+            annotation: boxes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| caffe::Annotation {
+                    instance_id: Some(i as i32),
+                    bbox: Some(caffe::NormalizedBBox {
+                        xmin: Some(b[0]),
+                        ymin: Some(b[1]),
+                        xmax: Some(b[2]),
+                        ymax: Some(b[3]),
+                        difficult: Some(i == 1),
+                        ..Default::default()
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn annotations_become_rows_and_a_box_outside_the_image_is_refused() {
+        // No annotation at all is an image without ground truth (SSD Caffe's -1 row comes later).
+        assert_eq!(annotation_rows(&[]), Ok(Vec::new()));
+        let rows = annotation_rows(&[group(3, &[[0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 1.0, 1.0]])]);
+        assert_eq!(
+            rows,
+            Ok(vec![
+                [3.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.0],
+                [3.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+            ])
+        );
+        for bad in [
+            [0.1, 0.2, 1.2, 0.4],
+            [-0.1, 0.2, 0.3, 0.4],
+            [0.5, 0.2, 0.3, 0.4],
+        ] {
+            let e = annotation_rows(&[group(7, &[bad])]).unwrap_err();
+            assert!(
+                e.contains("of label 7") && e.contains("not inside [0, 1]"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn list_lines_split_at_the_last_space_as_caffe_does() {

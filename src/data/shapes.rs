@@ -6,6 +6,7 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::annotated_list::{AnnotatedList, is_list};
 use super::{image, lmdb, resolve};
 use crate::caffe::{self, TransformationParameter, resize_parameter::ResizeMode};
 use crate::model::layer::{DataSource, LayerKind};
@@ -27,7 +28,14 @@ pub fn data_tops(layer: &Layer, base: &Path) -> Result<Vec<Shape>, String> {
             ]
         }
         DataSource::Annotated(p, anno) => {
-            let (c, h, w, encoded) = db_record_size(p, base, true)?;
+            let source = resolve(base, p.source());
+            let (c, h, w, encoded) = match is_list(&source) {
+                true => {
+                    let (h, w, c) = AnnotatedList::read(&source)?.first_size()?;
+                    (c, h, w, true)
+                }
+                false => db_record_size(p, base, true)?,
+            };
             let (h, w) = transformed(transform, h, w, encoded);
             let label = if anno.anno_type.is_some() || n_tops > 1 {
                 vec![1, 1, 1, 8]

@@ -171,6 +171,38 @@ impl std::fmt::Debug for CalibJob {
     }
 }
 
+/// How much lower than the window's the calibration threads' scheduling priority is (a nice value).
+const BACKGROUND_NICE: i32 = 10;
+
+/// Runs `f` on a pool of `threads` workers (0: one per core, the settings' "Worker threads") whose
+/// threads, like the calling one, run at a lower scheduling priority: the calibration keeps every
+/// core busy, and the window (and the renderer's threads) must still get a core at once for each
+/// frame. Without a pool (it cannot be built), `f` runs on the global one.
+fn in_background_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    lower_priority();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("int8cal-calibration-{i}"))
+        .start_handler(|_| lower_priority())
+        .build();
+    match pool {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux keeps a nice value per thread: `who` 0
+/// is the calling thread). A failure only costs responsiveness, so it is ignored.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
 /// Sends events to the UI and wakes it.
 fn sender(tx: Sender<Msg>, wake: Arc<dyn Fn() + Send + Sync>) -> impl FnMut(Event) {
     move |e| {
@@ -187,17 +219,20 @@ impl CalibJob {
         c.layer_sqnr = true;
         let cancel = Arc::clone(&c.cancel);
         std::thread::spawn(move || {
-            let mut send = sender(tx.clone(), Arc::clone(&wake));
-            let result = c.run(&mut send);
-            if let Ok(o) = &result {
-                send_comparison(&o.retained, &o.table, &mut send, &tx);
-                send(Event::Finished {
-                    fp32: o.report.fp32_accuracy,
-                    int8: o.report.int8_accuracy,
-                });
-            }
-            let _ = tx.send(Msg::Done(Box::new(result)));
-            wake();
+            let threads = c.cfg.threads;
+            in_background_pool(threads, || {
+                let mut send = sender(tx.clone(), Arc::clone(&wake));
+                let result = c.run(&mut send);
+                if let Ok(o) = &result {
+                    send_comparison(&o.retained, &o.table, &mut send, &tx);
+                    send(Event::Finished {
+                        fp32: o.report.fp32_accuracy,
+                        int8: o.report.int8_accuracy,
+                    });
+                }
+                let _ = tx.send(Msg::Done(Box::new(result)));
+                wake();
+            });
         });
         Self {
             rx,
@@ -217,13 +252,15 @@ impl CalibJob {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
         std::thread::spawn(move || {
-            let mut send = sender(tx.clone(), Arc::clone(&wake));
-            let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
-            if let Ok((table, _)) = &result {
-                send_comparison(&retained, table, &mut send, &tx);
-            }
-            let _ = tx.send(Msg::Reevaluated(result));
-            wake();
+            in_background_pool(cfg.threads, || {
+                let mut send = sender(tx.clone(), Arc::clone(&wake));
+                let result = retained.reevaluate(&cfg, &pinned, &flag, &mut send);
+                if let Ok((table, _)) = &result {
+                    send_comparison(&retained, table, &mut send, &tx);
+                }
+                let _ = tx.send(Msg::Reevaluated(result));
+                wake();
+            });
         });
         Self {
             rx,

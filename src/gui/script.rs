@@ -4,6 +4,7 @@
 //! prototxt is exported, and the window closes. Everything happens in the window, frame by frame, as
 //! a user would see it.
 
+use crate::calib::events::Stage;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,10 @@ pub struct Script {
     phase: Phase,
     /// The run's outcome once it ended (Err: why it failed).
     pub result: Option<Result<(), String>>,
-    /// Time between frames while the calibration ran (the UI must stay responsive).
+    /// Time between frames while the calibration ran (the UI must stay responsive), with the stage
+    /// the calibration was in.
     pub frame_times: Vec<Duration>,
+    frame_stages: Vec<Option<Stage>>,
     last_frame: Option<Instant>,
 }
 
@@ -60,8 +63,26 @@ impl Script {
             phase: Phase::WaitLoad,
             result: None,
             frame_times: Vec::new(),
+            frame_stages: Vec::new(),
             last_frame: None,
         }
+    }
+
+    /// The `n` slowest frames with the stage each came in, slowest first.
+    fn slowest(&self, n: usize) -> String {
+        let mut frames: Vec<(Duration, Option<Stage>)> = self
+            .frame_times
+            .iter()
+            .copied()
+            .zip(self.frame_stages.iter().copied())
+            .collect();
+        frames.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let text: Vec<String> = frames
+            .iter()
+            .take(n)
+            .map(|(d, s)| format!("{:.1} ms ({s:?})", d.as_secs_f64() * 1e3))
+            .collect();
+        text.join(", ")
     }
 
     fn fail(&mut self, why: String) {
@@ -90,11 +111,14 @@ impl Script {
                 let now = Instant::now();
                 if let Some(t) = self.last_frame.replace(now) {
                     self.frame_times.push(now - t);
+                    let stage = app.calib_view.progress.as_ref().map(|p| p.stage);
+                    self.frame_stages.push(stage);
                 }
                 if !app.calibrating() {
                     if let Some((n, mean, p95, max)) = frame_summary(&self.frame_times) {
                         println!(
-                            "UI frame time while calibrating: {n} frames, mean {mean:.1} ms, p95 {p95:.1} ms, max {max:.1} ms"
+                            "UI frame time while calibrating: {n} frames, mean {mean:.1} ms, p95 {p95:.1} ms, max {max:.1} ms; slowest: {}",
+                            self.slowest(3)
                         );
                     }
                     let v = &app.calib_view;

@@ -148,3 +148,14 @@ pub fn error_and_bound(ours: &ndarray::ArrayD<f32>, want: &ndarray::ArrayD<f32>)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     (err, 1e-4 * max_ref + 1e-5)
 }
+
+/// The 11-point mAP of the value named `detection_eval` over `iterations` batches of a plan.
+pub fn detection_map(plan: &int8cal::engine::Plan, base: &Path, iterations: usize) -> f64 {
+    let net = plan.net;
+    let v = (0..net.values.len())
+        .rev()
+        .find(|&v| net.values[v].name == "detection_eval")
+        .unwrap();
+    let rows = int8cal::cli::eval::detection_rows(plan, base, v, iterations, None).unwrap();
+    rows.map(int8cal::metrics::ap::ApVersion::ElevenPoint).0
+}
