@@ -295,3 +295,58 @@ fn an_int8_inner_product_computes_the_integer_definition() {
         }
     }
 }
+
+/// References for SQNR are captured as each layer writes its value: a value that a BatchNorm then
+/// normalises in place is seen before it is (the FP32 plan folds such layers into the producer).
+#[test]
+fn references_see_a_value_before_an_in_place_batch_norm_rewrites_it() {
+    use int8cal::caffe::{BlobProto, BlobShape, LayerParameter, NetParameter};
+    use prost::Message;
+    let dir = common::scratch("unfused_reference");
+    let text = r#"name: "sum_bn"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 1 dim: 2 } } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "data" top: "sum" }
+layer { name: "bn" type: "BatchNorm" bottom: "sum" top: "sum" }
+"#;
+    let prototxt = common::write(&dir, "net.prototxt", text);
+    // Mean 1, variance 4 (ε aside), factor 1: the BatchNorm maps 2x to (2x − 1)/2.
+    let blob = |v: Vec<f32>| BlobProto {
+        shape: Some(BlobShape {
+            dim: vec![v.len() as i64],
+        }),
+        data: v,
+        ..Default::default()
+    };
+    let weights = NetParameter {
+        layer: vec![LayerParameter {
+            name: Some("bn".into()),
+            r#type: Some("BatchNorm".into()),
+            blobs: vec![blob(vec![1.0, 1.0]), blob(vec![4.0, 4.0]), blob(vec![1.0])],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let w = common::write(&dir, "net.caffemodel", weights.encode_to_vec());
+    let model = common::load(&prototxt, Some(&w)).unwrap();
+    let net = &model.net;
+    let sum = net.layers[1].tops[0];
+    let x =
+        ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 2, 1, 2]), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    let feed = || ArrayFeed {
+        arrays: [(net.layers[0].tops[0], x.clone())].into(),
+    };
+    let plan = Plan::new_unfused(net, None).unwrap();
+    let seen = int8cal::engine::sqnr::capture(&plan, &mut feed(), &[sum]).unwrap();
+    assert_eq!(
+        seen[&sum].iter().copied().collect::<Vec<_>>(),
+        [2.0, 4.0, 6.0, 8.0]
+    );
+    // The folded plan gives the same net output.
+    let folded = Plan::new(net, None).unwrap();
+    let mut a = Session::new(&plan);
+    let mut b = Session::new(&folded);
+    a.forward(&mut feed(), &mut NoObserver).unwrap();
+    b.forward(&mut feed(), &mut NoObserver).unwrap();
+    let out = net.layers[2].tops[0];
+    assert_eq!(a.value(out), b.value(out));
+}

@@ -205,7 +205,7 @@ impl<'a> NetMeasure<'a> {
                 })
                 .collect();
         let values: Vec<ValueId> = wanted.values().copied().collect();
-        let plan = Plan::new(self.net, Some(images))?;
+        let plan = Plan::new_unfused(self.net, Some(images))?;
         let mut reference = capture(
             &plan,
             &mut ArrayFeed {

@@ -62,6 +62,13 @@ impl<'n> Plan<'n> {
         Ok(plan)
     }
 
+    /// As `new`, without folding in-place layers into their producers, so that an observer sees
+    /// every value as its own layer writes it (a value read in place by a BatchNorm is otherwise seen
+    /// already normalised): for references compared value by value.
+    pub fn new_unfused(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+        Self::build(net, batch)
+    }
+
     /// Plans a quantized net to run as Intel Caffe runs it: compiled (BN folding, ReLU and sum
     /// fusions), INT8 where Intel runs INT8.
     pub fn new_int8(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {

@@ -98,7 +98,7 @@ pub fn int8_report(
     feed: &mut dyn Feed,
 ) -> Result<Vec<LayerError>, EngineError> {
     let int8 = Plan::new_int8(net, batch)?;
-    let fp32 = Plan::new(net, batch)?;
+    let fp32 = Plan::new_unfused(net, batch)?;
     let Some(q) = int8.int8.as_ref() else {
         return Ok(Vec::new());
     };
