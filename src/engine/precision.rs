@@ -43,7 +43,9 @@ pub enum Exec {
     PassInt8,
     /// A BatchNorm (with its merged Scale and fused ReLU) on INT8 input: Intel Caffe builds it on its
     /// input's s8 memory, so MKL-DNN normalises the raw integer codes with the FP32-domain statistics
-    /// and stores rounded s8 codes, which keep the input's scale (ssd_face_res10's notes.md).
+    /// and stores rounded s8 codes, which keep the input's scale (ssd_face_res10's notes.md). The
+    /// observed inputs are s8 sums at scale 1; a u8 input (which MKL-DNN's s8 kernel does not take) is
+    /// treated the same way, unverified.
     OnCodes,
 }
 

@@ -136,7 +136,7 @@ impl Session<'_, '_> {
                     let o = self.values[b]
                         .as_slice_mut()
                         .ok_or("non-contiguous output")?;
-                    crate::engine::ops::post::apply_all(steps, &self.plan.shapes[top], o);
+                    post::apply_all(steps, &self.plan.shapes[top], o);
                     Ok(())
                 }),
                 _ => self.plain(id, layer, feed).and_then(|()| {
