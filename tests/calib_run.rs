@@ -308,6 +308,11 @@ fn detection_calibration_avoids_intels_quirks_and_the_export_gives_its_map() {
             "{layer}: {avoided}"
         );
     }
+    let layer = |name: &str| r.layers.iter().find(|l| l.name == name).unwrap();
+    assert!(layer("layer_64_1_conv2_h").avoids_quirk && !layer("layer_64_1_conv2_h").reverted);
+    assert!(
+        layer("layer_128_1_conv2").avoids_quirk && layer("layer_128_1_conv2").scale_in.is_some()
+    );
     assert!(r.steps[0].accuracy > 0.99, "{:?}", r.steps);
     let classes: Vec<(i32, f64)> = r.ap_per_class.iter().map(|a| (a.label, a.fp32)).collect();
     assert_eq!(classes.len(), 1);

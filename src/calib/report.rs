@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::config::{CalibConfig, ScaleMethod};
 use super::force_u8::ForceU8Files;
 use super::measure::with_table;
+use super::quirks::Fix;
 use super::run::{CalibError, Calibration};
 use super::tune::{Step, Stop, Tuned};
 use crate::engine::Plan;
@@ -88,6 +89,8 @@ pub struct LayerReport {
     pub reverted: bool,
     /// FP32 because the user pinned it.
     pub pinned: bool,
+    /// Kept FP32, or given FP32 output, so that Intel Caffe's harmful quirks are not met.
+    pub avoids_quirk: bool,
 }
 
 /// One class's AP (detection), FP32 and final INT8.
@@ -148,7 +151,7 @@ pub struct Parts<'a> {
     pub metrics: Vec<(String, f64, f64)>,
     /// Detection: label, FP32 AP, INT8 AP.
     pub ap_per_class: Vec<(i32, f64, f64)>,
-    pub avoided_quirks: &'a [String],
+    pub avoided_quirks: &'a [Fix],
     pub fp32: f64,
     pub tuned: &'a Tuned,
     /// Isolated and cumulative SQNR per quantized layer, when measured.
@@ -219,6 +222,7 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
             };
             let weights = q.map(|q| &q.scale_params);
             let pinned = c.pinned.contains(&l.name);
+            let avoids_quirk = p.avoided_quirks.iter().any(|f| f.layer() == l.name);
             let input_blob = l.bottoms.first().map(|&b| &p.net.values[b].name);
             LayerReport {
                 name: l.name.clone(),
@@ -239,8 +243,9 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
                 }),
                 sqnr_db_isolated: p.sqnr.and_then(|s| s.get(&l.name)).map(|s| s.0),
                 sqnr_db_cumulative: p.sqnr.and_then(|s| s.get(&l.name)).map(|s| s.1),
-                reverted: q.is_none() && !pinned,
+                reverted: q.is_none() && !pinned && !avoids_quirk,
                 pinned,
+                avoids_quirk,
             }
         })
         .collect();
@@ -279,7 +284,7 @@ pub fn build(p: &Parts) -> Result<Report, CalibError> {
             .iter()
             .map(|&(label, fp32, int8)| ClassAp { label, fp32, int8 })
             .collect(),
-        avoided_quirks: p.avoided_quirks.to_vec(),
+        avoided_quirks: p.avoided_quirks.iter().map(Fix::describe).collect(),
         fp32_accuracy: p.fp32,
         int8_accuracy: p.tuned.accuracy,
         within_tolerance: p.fp32 - p.tuned.accuracy <= c.cfg.accuracy_loss,

@@ -279,8 +279,8 @@ impl Calibration {
             let fixes = quirks::steer(&net, &mut start, locked.as_deref(), |c| m.table(c))
                 .map_err(CalibError::Invalid)?;
             for f in fixes {
-                avoided.push(f.describe());
                 (sink.borrow_mut())(Event::Warning(f.describe()));
+                avoided.push(f);
             }
         }
         let tuned = if self.quantize_only {

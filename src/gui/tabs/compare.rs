@@ -409,8 +409,10 @@ fn layer_table(
             let (state_text, color) = match (l.pinned, l.reverted, l.precision_in) {
                 (true, _, _) => ("pinned", colors::PINNED),
                 (_, true, _) => ("reverted", colors::REVERTED),
+                (_, _, Precision::Fp32) if l.avoids_quirk => ("FP32: avoids a quirk", colors::FP32),
                 (_, _, Precision::Fp32) => ("FP32 at run time", colors::FP32),
-                _ => ("INT8", Color32::from_rgb(0x2e, 0x9e, 0x5a)),
+                _ if l.avoids_quirk => ("INT8, FP32 out: avoids a quirk", colors::U8),
+                _ => ("INT8", colors::U8),
             };
             ui.colored_label(color, state_text);
             let mut pin = pinned.contains(&l.name);
