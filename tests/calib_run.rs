@@ -332,4 +332,19 @@ fn detection_calibration_avoids_intels_quirks_and_the_export_gives_its_map() {
         "{map} vs {}",
         r.int8_accuracy
     );
+    // Re-evaluating with a pin measures the AP per class again.
+    let cfg = CalibConfig {
+        iterations: 9,
+        detection: true,
+        ..CalibConfig::default()
+    };
+    let pins = ["layer_64_1_conv1_h".to_string()].into();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (table, m) = outcome
+        .retained
+        .reevaluate(&cfg, &pins, &cancel, &mut |_| {})
+        .unwrap();
+    assert!(!table.contains_key("layer_64_1_conv1_h"));
+    assert_eq!(m.ap_per_class.keys().copied().collect::<Vec<_>>(), [1]);
+    assert!((m.ap_per_class[&1] - m.values[0]).abs() < 1e-12);
 }

@@ -119,14 +119,15 @@ impl std::fmt::Debug for Retained {
 }
 
 impl Retained {
-    /// The table and INT8 metric of tuning's choices with `pinned` layers kept FP32 as well.
+    /// The table of tuning's choices with `pinned` layers kept FP32 as well, and what its INT8
+    /// evaluation measured.
     pub fn reevaluate(
         &self,
         cfg: &CalibConfig,
         pinned: &BTreeSet<String>,
         cancel: &AtomicBool,
         events: &mut dyn FnMut(Event),
-    ) -> Result<(Table, f64), String> {
+    ) -> Result<(Table, Measured), String> {
         let mut choices = self.choices.clone();
         choices.fp32.extend(pinned.iter().cloned());
         let mut m = NetMeasure::new(
@@ -140,8 +141,9 @@ impl Retained {
             events,
         );
         let table = m.table(&choices)?;
-        let accuracy = m.accuracy(&table)?;
-        Ok((table, accuracy))
+        m.accuracy(&table)?;
+        let measured = m.measured(&table).cloned().unwrap_or_default();
+        Ok((table, measured))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::calib::CalibConfig;
 use crate::calib::boxes::{ImageBoxes, compare_boxes};
 use crate::calib::disagree::{Disagreement, disagreements};
 use crate::calib::events::{BlobStats, Event, LayerScale, Stage};
+use crate::calib::metric::Measured;
 use crate::calib::run::{CalibError, Calibration, Outcome, Retained};
 use crate::calib::tune::{Step, Table};
 
@@ -20,7 +21,7 @@ use crate::calib::tune::{Step, Table};
 enum Msg {
     Event(Event),
     Done(Box<Result<Outcome, CalibError>>),
-    Reevaluated(Result<(Table, f64), String>),
+    Reevaluated(Result<(Table, Measured), String>),
     /// The images the two disagree on (classifiers) and the detections drawn (detectors).
     Compared(Vec<Disagreement>, Vec<ImageBoxes>),
 }
@@ -92,6 +93,8 @@ pub struct CalibView {
     pub cancelled: bool,
     /// INT8 metric and table after the user's pins (None until re-evaluated).
     pub pinned_result: Option<(Table, f64)>,
+    /// A detector's AP per class after the user's pins (empty until re-evaluated).
+    pub pinned_ap_per_class: BTreeMap<i32, f64>,
     pub tolerance: f64,
     /// Images FP32 and INT8 classify differently (for the table in effect).
     pub disagreements: Vec<Disagreement>,
@@ -304,7 +307,11 @@ impl CalibJob {
                             .push((p.stage, p.started.elapsed().as_secs_f64()));
                     }
                     match r {
-                        Ok(t) => view.pinned_result = Some(t),
+                        Ok((table, measured)) => {
+                            let metric = measured.values.first().copied().unwrap_or(f64::NAN);
+                            view.pinned_result = Some((table, metric));
+                            view.pinned_ap_per_class = measured.ap_per_class;
+                        }
                         Err(e) if self.cancel.load(Ordering::Relaxed) => {
                             view.cancelled = true;
                             let _ = e;

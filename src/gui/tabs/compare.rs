@@ -1,7 +1,7 @@
 //! The Compare tab: FP32 against INT8 (and INT8 after the user's pins), every layer's SQNR worst
 //! first, and the layer table (sortable by any column) where a layer is pinned to FP32 or unpinned.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use egui::Color32;
 use egui_plot::{Bar, BarChart, Legend, Plot};
@@ -91,7 +91,7 @@ pub fn show(
         metric_bars(&mut cols[0], view);
         sqnr_chart(&mut cols[1], &r.layers);
     });
-    class_aps(ui, &r.ap_per_class);
+    class_aps(ui, &r.ap_per_class, &view.pinned_ap_per_class);
     ui.horizontal(|ui| {
         let changed: BTreeSet<String> = r
             .layers
@@ -148,8 +148,9 @@ fn make_textures(ctx: &egui::Context, view: &CalibView, state: &mut CompareState
     state.thumbs_generation = view.generation;
 }
 
-/// Each class's AP, FP32 against INT8 (detectors).
-fn class_aps(ui: &mut egui::Ui, aps: &[ClassAp]) {
+/// Each class's AP, FP32 against INT8, and INT8 after the user's pins once re-evaluated
+/// (detectors).
+fn class_aps(ui: &mut egui::Ui, aps: &[ClassAp], pinned: &BTreeMap<i32, f64>) {
     if aps.is_empty() {
         return;
     }
@@ -157,7 +158,11 @@ fn class_aps(ui: &mut egui::Ui, aps: &[ClassAp]) {
         .default_open(true)
         .show(ui, |ui| {
             egui::Grid::new("class aps").striped(true).show(ui, |ui| {
-                for h in ["class", "FP32 AP", "INT8 AP", "change"] {
+                let mut heads = vec!["class", "FP32 AP", "INT8 AP", "change"];
+                if !pinned.is_empty() {
+                    heads.push("INT8 with pins");
+                }
+                for h in heads {
                     ui.strong(h);
                 }
                 ui.end_row();
@@ -166,6 +171,9 @@ fn class_aps(ui: &mut egui::Ui, aps: &[ClassAp]) {
                     ui.label(format!("{:.4}", a.fp32));
                     ui.label(format!("{:.4}", a.int8));
                     ui.label(format!("{:+.4}", a.int8 - a.fp32));
+                    if let Some(p) = pinned.get(&a.label) {
+                        ui.label(format!("{p:.4}"));
+                    }
                     ui.end_row();
                 }
             });
