@@ -2,6 +2,7 @@
 //! recorded batches, each image's DetectionOutput rows above a display score kept with its ground
 //! truth boxes and a thumbnail, and the images where the two disagree most picked first.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use ndarray::ArrayD;
@@ -41,10 +42,15 @@ pub struct ImageBoxes {
     pub unmatched: usize,
 }
 
+/// An array's values in order, borrowed when they are contiguous.
+fn flat(a: &ArrayD<f32>) -> Cow<'_, [f32]> {
+    a.as_slice()
+        .map_or_else(|| Cow::Owned(a.iter().copied().collect()), Cow::Borrowed)
+}
+
 /// Rows [image, label, score, xmin, ymin, xmax, ymax] of image `n` scoring at least `SHOW_SCORE`.
-fn detections_of(rows: &ArrayD<f32>, n: usize) -> Vec<Detection> {
-    let flat: Vec<f32> = rows.iter().copied().collect();
-    flat.chunks_exact(7)
+fn detections_of(rows: &[f32], n: usize) -> Vec<Detection> {
+    rows.chunks_exact(7)
         .filter(|r| r[0] >= 0.0 && r[0] as usize == n && r[1] >= 0.0 && r[2] >= SHOW_SCORE)
         .map(|r| Detection {
             label: r[1] as i32,
@@ -55,9 +61,9 @@ fn detections_of(rows: &ArrayD<f32>, n: usize) -> Vec<Detection> {
 }
 
 /// Ground-truth rows [item, label, instance, xmin, ymin, xmax, ymax, difficult] of image `n`.
-fn truth_of(labels: &ArrayD<f32>, n: usize) -> Vec<[f32; 4]> {
-    let flat: Vec<f32> = labels.iter().copied().collect();
-    flat.chunks_exact(8)
+fn truth_of(labels: &[f32], n: usize) -> Vec<[f32; 4]> {
+    labels
+        .chunks_exact(8)
         .filter(|r| r[0] >= 0.0 && r[0] as usize == n)
         .map(|r| [r[3], r[4], r[5], r[6]])
         .collect()
@@ -105,38 +111,46 @@ pub fn compare_boxes(
     ) else {
         return Ok(Vec::new());
     };
-    let mut all = Vec::new();
+    // Every image's detections first; thumbnails only for the ones kept.
+    let mut all: Vec<(usize, usize, ImageBoxes)> = Vec::new();
     let mut image = 0;
     side_by_side(retained, table, |b, fp32, int8| {
         let tops = retained.recorded.batch(&data_layer.name, b).unwrap_or(&[]);
         let Some(data) = tops.first() else {
             return ControlFlow::Continue(());
         };
+        let (rows_a, rows_q) = (flat(fp32.value(out)), flat(int8.value(out)));
+        let truth = tops.get(1).map(flat).unwrap_or_default();
         let images = data.shape().first().copied().unwrap_or(0);
         for n in 0..images {
-            let (a, q) = (
-                detections_of(fp32.value(out), n),
-                detections_of(int8.value(out), n),
-            );
-            if let Some(thumb) = thumbnail(data, n) {
-                all.push(ImageBoxes {
-                    image: image + n,
-                    thumbnail: thumb,
-                    truth: tops.get(1).map_or_else(Vec::new, |l| truth_of(l, n)),
-                    unmatched: unmatched(&a, &q) + unmatched(&q, &a),
-                    fp32: a,
-                    int8: q,
-                });
-            }
+            let (a, q) = (detections_of(&rows_a, n), detections_of(&rows_q, n));
+            let boxes = ImageBoxes {
+                image: image + n,
+                thumbnail: Thumbnail::default(),
+                truth: truth_of(&truth, n),
+                unmatched: unmatched(&a, &q) + unmatched(&q, &a),
+                fp32: a,
+                int8: q,
+            };
+            all.push((b, n, boxes));
         }
         image += images;
         ControlFlow::Continue(())
     })?;
     // Most different first (stable: earlier images win ties), then back to image order.
-    all.sort_by_key(|b| std::cmp::Reverse(b.unmatched));
+    all.sort_by_key(|(.., x)| std::cmp::Reverse(x.unmatched));
     all.truncate(max);
-    all.sort_by_key(|b| b.image);
-    Ok(all)
+    all.sort_by_key(|(.., x)| x.image);
+    Ok(all
+        .into_iter()
+        .filter_map(|(b, n, boxes)| {
+            let data = retained.recorded.batch(&data_layer.name, b)?.first()?;
+            Some(ImageBoxes {
+                thumbnail: thumbnail(data, n)?,
+                ..boxes
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -155,10 +169,10 @@ mod tests {
             ],
         )
         .unwrap();
-        let a = detections_of(&rows, 0);
+        let a = detections_of(&flat(&rows), 0);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].rect, [0.1, 0.1, 0.5, 0.5]);
-        assert_eq!(detections_of(&rows, 1)[0].label, 2);
+        assert_eq!(detections_of(&flat(&rows), 1)[0].label, 2);
         // Shifted a little: matched; other label or far away: not.
         let near = Detection {
             rect: [0.12, 0.1, 0.52, 0.5],
@@ -176,6 +190,6 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(truth_of(&truth, 1), [[0.5, 0.5, 0.6, 0.6]]);
+        assert_eq!(truth_of(&flat(&truth), 1), [[0.5, 0.5, 0.6, 0.6]]);
     }
 }

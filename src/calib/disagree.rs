@@ -26,7 +26,7 @@ pub struct Disagreement {
 }
 
 /// An RGB image, row by row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Thumbnail {
     pub width: usize,
     pub height: usize,

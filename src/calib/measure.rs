@@ -107,6 +107,14 @@ impl<'a> NetMeasure<'a> {
         self.measured.get(&format!("{table:?}"))
     }
 
+    /// Evaluates the INT8 net of `table` over `-i` batches and keeps what it measured.
+    pub fn evaluate(&mut self, table: &Table) -> Result<Measured, String> {
+        let net = with_table(self.net, table);
+        let all = self.metrics_of(&net).map_err(|e| e.to_string())?;
+        self.measured.insert(format!("{table:?}"), all.clone());
+        Ok(all)
+    }
+
     /// The INT8 metrics of a net over `-i` batches, with progress and cancellation per batch.
     fn metrics_of(&mut self, net: &Net) -> Result<Measured, EngineError> {
         if self.metrics.is_empty() {
@@ -275,11 +283,8 @@ impl Measure for NetMeasure<'_> {
     }
 
     fn accuracy(&mut self, table: &Table) -> Result<f64, String> {
-        let net = with_table(self.net, table);
-        let all = self.metrics_of(&net).map_err(|e| e.to_string())?;
-        let first = all.values.first().copied().unwrap_or(f64::NAN);
-        self.measured.insert(format!("{table:?}"), all);
-        Ok(first)
+        let all = self.evaluate(table)?;
+        Ok(all.values.first().copied().unwrap_or(f64::NAN))
     }
 
     fn isolated_sqnr(&mut self, layer: &str, q: &QuantizationParameter) -> Result<f64, String> {

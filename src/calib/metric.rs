@@ -63,30 +63,24 @@ impl MetricSums {
         }
     }
 
-    /// Each metric's value, and each class's AP of the first detection metric.
+    /// Each metric's value (the mean, or the 11-point mAP, SSD Caffe's default), and each class's AP
+    /// of the first detection metric.
     pub fn measured(&self) -> Measured {
-        let ap_per_class = self
-            .parts
-            .iter()
-            .find_map(|p| match p {
-                Part::Map(acc) => Some(acc.map(ApVersion::ElevenPoint).1),
-                Part::Mean { .. } => None,
-            })
-            .unwrap_or_default();
-        Measured {
-            values: self.values(),
-            ap_per_class,
-        }
-    }
-
-    /// Each metric's value: the mean, or the 11-point mAP (SSD Caffe's default).
-    pub fn values(&self) -> Vec<f64> {
-        self.parts
-            .iter()
-            .map(|p| match p {
+        let mut values = Vec::with_capacity(self.parts.len());
+        let mut first_classes = None;
+        for p in &self.parts {
+            values.push(match p {
                 Part::Mean { sum, batches } => sum / (*batches).max(1) as f64,
-                Part::Map(acc) => acc.map(ApVersion::ElevenPoint).0,
-            })
-            .collect()
+                Part::Map(acc) => {
+                    let (map, per_class) = acc.map(ApVersion::ElevenPoint);
+                    first_classes.get_or_insert(per_class);
+                    map
+                }
+            });
+        }
+        Measured {
+            values,
+            ap_per_class: first_classes.unwrap_or_default(),
+        }
     }
 }

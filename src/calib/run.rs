@@ -141,8 +141,7 @@ impl Retained {
             events,
         );
         let table = m.table(&choices)?;
-        m.accuracy(&table)?;
-        let measured = m.measured(&table).cloned().unwrap_or_default();
+        let measured = m.evaluate(&table)?;
         Ok((table, measured))
     }
 }

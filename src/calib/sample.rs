@@ -38,9 +38,9 @@ pub struct Sampling<'a> {
 }
 
 /// Runs FP32 passes of `plan` (a compiled plan of an unquantized net, `Plan::new_int8`): the
-/// statistics of each named blob and what the metrics measured. A name the net does not have is an error.
-/// `after_pass` sees each finished pass's number and the total, and stops the run with an error
-/// (e.g. `Cancelled`).
+/// statistics of each named blob and what the metrics measured. A name the net does not have is an
+/// error. `after_pass` sees each finished pass's number and the total, and stops the run with an
+/// error (e.g. `Cancelled`).
 pub fn sample(
     plan: &Plan,
     feed: &mut dyn Feed,

@@ -1,6 +1,7 @@
 //! Batches for a data layer: records of an LMDB in key order (`Data`, `AnnotatedData`), or the images
-//! of a list file in its order (`ImageData`, `AnnotatedData` from a list of box files), decoded, resized as OpenCV does and transformed, wrapping around at the end
-//! as Caffe's readers do. Reading runs ahead of compute on a prefetch thread.
+//! of a list file in its order (`ImageData`, `AnnotatedData` from a list of box files), decoded,
+//! resized as OpenCV does and transformed, wrapping around at the end as Caffe's readers do. Reading
+//! runs ahead of compute on a prefetch thread.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -67,11 +68,12 @@ impl Prefetcher {
             .map_err(|_| format!("data shape {shape:?} is not 4-D"))?;
         let reader = match source {
             DataSource::Db(p) => Reader::Db(db_dir(p, base).map_err(in_layer)?, false),
-            DataSource::Annotated(p, _) if is_list(&super::resolve(base, p.source())) => {
-                let list = AnnotatedList::read(&super::resolve(base, p.source()));
-                Reader::AnnotatedList(list.map_err(in_layer)?)
-            }
-            DataSource::Annotated(p, _) => Reader::Db(db_dir(p, base).map_err(in_layer)?, true),
+            DataSource::Annotated(p, _) => match super::resolve(base, p.source()) {
+                list if is_list(&list) => {
+                    Reader::AnnotatedList(AnnotatedList::read(&list).map_err(in_layer)?)
+                }
+                _ => Reader::Db(db_dir(p, base).map_err(in_layer)?, true),
+            },
             DataSource::ImageList(p) => Reader::List(ImageList::read(p, base).map_err(in_layer)?),
             _ => {
                 return Err(in_layer(
@@ -323,7 +325,8 @@ pub(crate) fn parse_list_line(line: &str) -> Result<(&str, i32), String> {
 }
 
 /// Fills batches from the records of a list, in its order forever (wrapping around), until the
-/// receiver is dropped. (`shuffle` and `rand_skip` are training options; the order here is the list's.)
+/// receiver is dropped. (`shuffle` and `rand_skip` are training options; the order here is the
+/// list's.)
 fn list_loop(
     len: usize,
     record: impl Fn(usize) -> Result<Record, String>,

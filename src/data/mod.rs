@@ -1,6 +1,6 @@
-//! Batches for a net's data layer: LMDB records, SSD-style lists of images with box files, Datum decoding (raw and JPEG), Caffe's TEST transform,
-//! a prefetching batch reader, image sizes from file headers, and the top shapes of every data layer as
-//! Caffe's `DataLayerSetUp` computes them.
+//! Batches for a net's data layer: LMDB records, SSD-style lists of images with box files, Datum
+//! decoding (raw and JPEG), Caffe's TEST transform, a prefetching batch reader, image sizes from
+//! file headers, and the top shapes of every data layer as Caffe's `DataLayerSetUp` computes them.
 
 pub mod annotated_list;
 pub mod batches;

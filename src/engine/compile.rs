@@ -1,9 +1,9 @@
-//! Intel Caffe's net compilation before it runs INT8 (spec/intel-calibrator.md §4.1, 1.1.1+ rules, in
-//! order): Convolution + BatchNorm (+ Scale) folding, BatchNorm + Scale merge, Convolution + ReLU,
-//! BatchNorm + ReLU, Convolution + Eltwise SUM (+ ReLU), InnerProduct + ReLU. Rules look at the
-//! *first consumer* of a layer's current output, as Intel's do by top name. The result says, per layer, whether it runs as written, was absorbed, or
-//! is a fused layer (and what it absorbed); execution and statistics follow it, while the exported file
-//! stays the user's own net.
+//! Intel Caffe's net compilation before it runs INT8 (spec/intel-calibrator.md §4.1, 1.1.1+ rules,
+//! in order): Convolution + BatchNorm (+ Scale) folding, BatchNorm + Scale merge, Convolution +
+//! ReLU, BatchNorm + ReLU, Convolution + Eltwise SUM (+ ReLU), InnerProduct + ReLU. Rules look at
+//! the *first consumer* of a layer's current output, as Intel's do by top name. The result says,
+//! per layer, whether it runs as written, was absorbed, or is a fused layer (and what it absorbed);
+//! execution and statistics follow it, while the exported file stays the user's own net.
 
 use crate::model::layer::{Activation, EltwiseOp, LayerKind};
 use crate::model::{Layer, LayerId, Net, ValueId};

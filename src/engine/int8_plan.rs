@@ -9,7 +9,7 @@ use super::error::EngineError;
 use super::gemm::PackedA;
 use super::ops::conv::{self, Geometry};
 use super::ops::conv_int8::{Int8Conv, Int8Params, Placement, Store};
-use super::ops::post::Post;
+use super::ops::post::{self, Post};
 use super::precision::{Exec, Precision, Repr};
 use super::quant::IntType;
 use crate::model::layer::{Activation, InnerProduct, LayerKind};
@@ -386,30 +386,21 @@ fn merged_steps(net: &Net, fusion: Option<&Fusion>) -> Result<Vec<Post>, String>
     let Some(f) = fusion else {
         return Ok(Vec::new());
     };
-    let mut steps = Vec::new();
-    for &id in &f.folded {
-        let l = &net.layers[id];
-        let blob = |i: usize| -> Result<Vec<f32>, String> {
-            l.blobs
-                .get(i)
-                .map(|b| b.data.iter().copied().collect())
-                .ok_or_else(|| format!("merged Scale '{}': weight blob {i} is missing", l.name))
-        };
-        match &l.kind {
-            LayerKind::Scale(a) if a.axis == 1 && a.num_axes == 1 => {
-                let bias = if a.bias_term { Some(blob(1)?) } else { None };
-                steps.push(Post::Scale(blob(0)?, bias));
-            }
-            _ => {
-                return Err(format!(
-                    "layer '{}' merged into the BatchNorm is not a per-channel Scale",
+    let relu = f.relu.map(|(id, _)| id);
+    f.folded
+        .iter()
+        .chain(&relu)
+        .map(|&id| {
+            let l = &net.layers[id];
+            post::of_layer(l).ok_or_else(|| {
+                format!(
+                    "layer '{}' merged into the BatchNorm is not a per-channel Scale with its \
+                     blobs, or a ReLU",
                     l.name
-                ));
-            }
-        }
-    }
-    steps.extend(f.relu.map(|(_, slope)| Post::ReLU(slope)));
-    Ok(steps)
+                )
+            })
+        })
+        .collect()
 }
 
 /// The fused ReLU slope and the Eltwise coefficients (residual first; 1 when not given).

@@ -214,25 +214,9 @@ impl<'n> Plan<'n> {
 
     /// The fused form of a per-channel layer (channel axis 1), if it has one.
     fn post_for(&self, id: usize) -> Option<Post> {
-        let l = &self.net.layers[id];
-        let blob = |i: usize| {
-            l.blobs
-                .get(i)
-                .map(|b| b.data.iter().copied().collect::<Vec<f32>>())
-        };
-        let per_channel = |a: &crate::model::layer::Affine| a.axis == 1 && a.num_axes == 1;
-        match (&l.kind, &self.prepared[id]) {
+        match (&self.net.layers[id].kind, &self.prepared[id]) {
             (LayerKind::BatchNorm(_), Prepared::BatchNorm(k)) => Some(Post::BatchNorm(k.clone())),
-            (LayerKind::Scale(a), _) if per_channel(a) => {
-                let bias = if a.bias_term { Some(blob(1)?) } else { None };
-                Some(Post::Scale(blob(0)?, bias))
-            }
-            (LayerKind::Bias(a), _) if per_channel(a) => Some(Post::Bias(blob(0)?)),
-            (
-                LayerKind::Activation(crate::model::layer::Activation::ReLU { negative_slope }),
-                _,
-            ) => Some(Post::ReLU(*negative_slope)),
-            _ => None,
+            _ => super::ops::post::of_layer(&self.net.layers[id]),
         }
     }
 

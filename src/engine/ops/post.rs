@@ -5,6 +5,8 @@
 use rayon::prelude::*;
 
 use super::norm::BatchNormConsts;
+use crate::model::Layer;
+use crate::model::layer::{Activation, Affine, LayerKind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Post {
@@ -13,6 +15,28 @@ pub enum Post {
     Scale(Vec<f32>, Option<Vec<f32>>),
     Bias(Vec<f32>),
     ReLU(f32),
+}
+
+/// The step a per-channel Scale (with its bias), Bias or ReLU layer is (None for other layers, a
+/// Scale or Bias over other axes, or missing blobs). A BatchNorm's needs its prepared constants.
+pub fn of_layer(l: &Layer) -> Option<Post> {
+    let blob = |i: usize| {
+        l.blobs
+            .get(i)
+            .map(|b| b.data.iter().copied().collect::<Vec<f32>>())
+    };
+    let per_channel = |a: &Affine| a.axis == 1 && a.num_axes == 1;
+    match &l.kind {
+        LayerKind::Scale(a) if per_channel(a) => {
+            let bias = if a.bias_term { Some(blob(1)?) } else { None };
+            Some(Post::Scale(blob(0)?, bias))
+        }
+        LayerKind::Bias(a) if per_channel(a) => Some(Post::Bias(blob(0)?)),
+        LayerKind::Activation(Activation::ReLU { negative_slope }) => {
+            Some(Post::ReLU(*negative_slope))
+        }
+        _ => None,
+    }
 }
 
 /// Applies the steps to channel `c` of one image (`plane` holds that channel's values).

@@ -36,7 +36,8 @@ pub(super) struct State {
     placed: Vec<bool>,
     /// An INT8 layer's input converted to its type and scale.
     converted: Vec<u8>,
-    /// A fused FP32 convolution's residual, saved before the buffer is overwritten.
+    /// A convolution's FP32 residual, saved before the buffer is overwritten (a fused FP32
+    /// convolution) or read in another layout (`ResidualRead::BlockedAsNhwc`).
     residual: Vec<f32>,
     /// A BatchNorm's input codes as numbers.
     raw: Vec<f32>,
@@ -279,7 +280,7 @@ impl Session<'_, '_> {
         let dest = placed.map_or(bout, |(cat, ..)| cat);
         let mut out = std::mem::take(&mut st.bytes[dest]);
         // A copy of an FP32 residual that is read scrambled.
-        let mut stored = std::mem::take(&mut st.raw);
+        let mut stored = std::mem::take(&mut st.residual);
         let x: &[u8] = if converted || bin == bout {
             &st.converted
         } else {
@@ -311,7 +312,7 @@ impl Session<'_, '_> {
                 .ok_or("non-contiguous output"),
         };
         st.bytes[dest] = out;
-        st.raw = stored;
+        st.residual = stored;
         st.stored(bout, output, &mut values, self.eager);
         self.values[bout] = values;
         result.map_err(String::from)
