@@ -223,15 +223,26 @@ pub fn gemm_u8s8(
     }
 }
 
+/// What the VNNI kernel requantizes sums into: codes (bytes of `RowParams::ty`) or FP32 values.
+#[cfg(target_arch = "x86_64")]
+pub trait Requantized: x86::Lanes16 {}
+/// What the VNNI kernel requantizes sums into: codes (bytes of `RowParams::ty`) or FP32 values.
+#[cfg(not(target_arch = "x86_64"))]
+pub trait Requantized: Copy {}
+
+impl Requantized for u8 {}
+impl Requantized for f32 {}
+
 /// `gemm_u8s8` with each row's sums requantized by `params[row]` straight from the VNNI kernel's
-/// registers into codes: row i's n columns at `out[i·ldo..]` (which hold the residual codes when
-/// there is a sum). False, touching nothing, without VNNI (the caller then requantizes the sums).
-pub fn gemm_u8s8_codes(
+/// registers into codes or values: row i's n columns at `out[i·ldo..]` (which hold the residual
+/// when there is a sum). False, touching nothing, without VNNI (the caller then requantizes the
+/// sums).
+pub fn gemm_u8s8_requant<T: Requantized>(
     a: &PackedS8,
     b: RowsU8,
     n: usize,
     params: &[RowParams],
-    (out, ldo): (&mut [u8], usize),
+    (out, ldo): (&mut [T], usize),
     s: &mut Scratch8,
 ) -> bool {
     let fits = a.rows == 0 || (ldo >= n && out.len() >= (a.rows - 1) * ldo + n);
@@ -249,12 +260,12 @@ pub fn gemm_u8s8_codes(
         for r in 0..a.rows.div_ceil(MR) {
             let rows = MR.min(a.rows - r * MR);
             let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
-            #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes, the strip
             // groups·32·4 bytes; `out` holds rows r·MR..r·MR + rows at columns j0..j0 + cols
             // (`fits` above), and the kernel writes only those.
+            #[cfg(target_arch = "x86_64")]
             unsafe {
-                x86::vnni_codes(
+                x86::vnni_requant(
                     groups,
                     (panel.as_ptr(), s.bytes.as_ptr()),
                     &params[r * MR..r * MR + rows],
@@ -332,7 +343,7 @@ mod x86 {
 
     use super::MR;
     use crate::engine::gemm::requant::RowParams;
-    use crate::engine::gemm::requant::x86::{codes_from_sums, lanes};
+    use crate::engine::gemm::requant::x86::{codes_from_sums, lanes, values_from_sums};
 
     /// Interleaves 32 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
     pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {
@@ -365,28 +376,51 @@ mod x86 {
         }
     }
 
-    /// As `vnni`, with row i's 32 sums requantized by `params[i]` into codes at `out + i·ldo` (the
-    /// first `cols`; the rows past `params.len()` dropped).
+    /// A requantized store of 16 sums (masked) of one row.
+    pub trait Lanes16: Copy {
+        /// # Safety
+        /// The CPU has AVX-512 F/BW/VL; the mask covers only lanes inside `dst`.
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16);
+    }
+
+    impl Lanes16 for u8 {
+        #[inline]
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16) {
+            // SAFETY: as the caller's.
+            unsafe { codes_from_sums(p, sums, dst, m) }
+        }
+    }
+
+    impl Lanes16 for f32 {
+        #[inline]
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16) {
+            // SAFETY: as the caller's.
+            unsafe { values_from_sums(p, sums, dst, m) }
+        }
+    }
+
+    /// As `vnni`, with row i's 32 sums requantized by `params[i]` into codes or values at
+    /// `out + i·ldo` (the first `cols`; the rows past `params.len()` dropped).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn vnni_codes(
+    pub unsafe fn vnni_requant<T: Lanes16>(
         groups: usize,
         (a, b): (*const i8, *const u8),
         params: &[RowParams],
         cols: usize,
-        (out, ldo): (*mut u8, usize),
+        (out, ldo): (*mut T, usize),
     ) {
         // SAFETY: as the caller's.
         let (lo, hi) = unsafe { sums(groups, a, b) };
         let (m0, m1) = (lanes(0, cols), lanes(16, cols));
         for (i, p) in params.iter().enumerate().take(MR) {
-            // SAFETY: the caller gives `params.len()` rows of `cols` writable codes at `out`.
+            // SAFETY: the caller gives `params.len()` rows of `cols` writable values at `out`.
             unsafe {
                 let row = out.add(i * ldo);
                 if m0 != 0 {
-                    codes_from_sums(p, lo[i], row, m0);
+                    T::store_sums(p, lo[i], row, m0);
                 }
                 if m1 != 0 {
-                    codes_from_sums(p, hi[i], row.add(16), m1);
+                    T::store_sums(p, hi[i], row.add(16), m1);
                 }
             }
         }

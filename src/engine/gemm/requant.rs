@@ -154,6 +154,7 @@ pub(super) mod x86 {
 
     /// Clamps to the type's range, rounds to nearest-even (the default MXCSR mode of the conversion)
     /// and stores the codes' bytes.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn store(y: __m512, ty: IntType, dst: *mut u8, mask: __mmask16) {
         let (lo, hi, zero) = range(ty);
@@ -172,6 +173,7 @@ pub(super) mod x86 {
     }
 
     /// The codes of 16 bytes (masked) as f32.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(src: *const u8, ty: IntType, mask: __mmask16) -> __m512 {
         let zero = _mm512_set1_epi32(range(ty).2);
@@ -214,6 +216,7 @@ pub(super) mod x86 {
     }
 
     /// `((acc − comp) + bias)·factor`, then the sum with `residual(lane)` and the ReLU.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn value(p: &RowParams, a: __m512i, residual: impl Fn() -> __m512) -> __m512 {
         let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_set1_epi32(p.comp)));
@@ -238,8 +241,7 @@ pub(super) mod x86 {
             // SAFETY: the masked loads and stores touch lanes i..i + 16 < n only.
             unsafe {
                 let a = _mm512_maskz_loadu_epi32(m, acc.add(i));
-                let y = value(p, a, || _mm512_maskz_loadu_ps(m, dst.add(i)));
-                _mm512_mask_storeu_ps(dst.add(i), m, y);
+                values_from_sums(p, a, dst.add(i), m);
             }
         }
     }
@@ -256,8 +258,21 @@ pub(super) mod x86 {
         }
     }
 
+    /// Requantizes 16 sums (masked) into the FP32 values at `dst`, which hold the residual on entry
+    /// when there is a sum.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn values_from_sums(p: &RowParams, a: __m512i, dst: *mut f32, m: __mmask16) {
+        // SAFETY: the caller's mask covers only lanes inside `dst`.
+        unsafe {
+            let y = value(p, a, || _mm512_maskz_loadu_ps(m, dst));
+            _mm512_mask_storeu_ps(dst, m, y);
+        }
+    }
+
     /// Requantizes 16 sums (masked) into the codes at `dst`, which hold the residual on entry when
     /// there is a sum.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn codes_from_sums(p: &RowParams, a: __m512i, dst: *mut u8, m: __mmask16) {
         // SAFETY: the caller's mask covers only lanes inside `dst`.

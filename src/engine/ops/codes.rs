@@ -73,6 +73,16 @@ pub fn requantize_run(src: &[u8], from: Codes, to: Codes, out: &mut [u8]) {
     }
 }
 
+/// The FP32 values of codes quantized to other codes, `sat(nearbyint((q / S_from)·S_to))`: what a
+/// layer that quantizes its FP32 input reads from an FP32 layer that passed codes' values on.
+pub fn quantize_values_of(src: &[u8], from: Codes, to: Codes, out: &mut [u8]) {
+    let t = table(|b| {
+        let v = quant::dequantize(quant::decode(b, from.ty), from.scale);
+        quant::encode(quant::quantize(v, to.scale, to.ty), to.ty)
+    });
+    lookup(src, &t, out);
+}
+
 /// Intel's skipped reorder from an s8 "sum" buffer to u8 at the same scale: the s8 bytes (two's
 /// complement) read as u8, so negative codes become 128..255.
 pub fn reinterpret_s8_as_u8(src: &[u8], out: &mut [u8]) {

@@ -11,7 +11,9 @@ use rayon::prelude::*;
 
 use super::conv::Geometry;
 use super::phases::PhaseGrid;
-use crate::engine::gemm::int8::{Isa8, PackedS8, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_codes};
+use crate::engine::gemm::int8::{
+    Isa8, PackedS8, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_requant,
+};
 use crate::engine::gemm::requant::{self, RowParams};
 use crate::engine::quant::{self, IntType, Requant};
 
@@ -136,6 +138,8 @@ struct Buffers {
     /// Per output channel requantization with a second factor (placed in a Concat).
     params: Vec<RowParams>,
     image: Vec<u8>,
+    /// Codes on the phase grid (its rows wq wide), when that is wider than the output rows.
+    grid: Vec<u8>,
     starts: Vec<usize>,
     acc: Vec<i32>,
     gemm: Scratch8,
@@ -154,19 +158,22 @@ pub enum Out<'a> {
 }
 
 /// An output element type: how it reads as a residual and how a requantized value is stored in it.
-trait Sink: Copy + Send {
+trait Sink: Requantized + Send {
     fn residual(self, ty: IntType) -> f32;
     fn store(y: f32, ty: IntType) -> Self;
 
-    /// Whether `fused` can requantize sums in the product's kernel for this type on this CPU.
+    /// Whether the product's kernel requantizes sums in its registers on this CPU.
     fn fuses() -> bool {
-        false
+        *FUSES
     }
 
-    /// The product with each output channel's sums requantized in the kernel into `dst` (rows of
-    /// the product's columns); false when not available.
-    fn fused(_: &PackedS8, _: RowsU8, _: &[RowParams], _: &mut [Self], _: &mut Scratch8) -> bool {
-        false
+    /// Whether the fused kernel also runs on a phase grid wider than the output rows (through a
+    /// grid of codes; `bytes`).
+    const ON_GRID: bool = false;
+
+    /// The outputs as the bytes of codes (the type the kernel requantizes into).
+    fn bytes(_: &mut [Self]) -> Option<&mut [u8]> {
+        None
     }
 
     /// The vectorized requantization of a run, when there is one for this type and CPU.
@@ -190,19 +197,10 @@ impl Sink for u8 {
         requant::rows_u8(p, acc, rows, dst)
     }
 
-    fn fuses() -> bool {
-        *FUSES
-    }
+    const ON_GRID: bool = true;
 
-    fn fused(
-        w: &PackedS8,
-        x: RowsU8,
-        params: &[RowParams],
-        dst: &mut [Self],
-        s: &mut Scratch8,
-    ) -> bool {
-        let n = dst.len() / params.len().max(1);
-        gemm_u8s8_codes(w, x, n, params, (dst, n), s)
+    fn bytes(dst: &mut [Self]) -> Option<&mut [u8]> {
+        Some(dst)
     }
 }
 
@@ -346,14 +344,24 @@ fn image_int8<T: Sink>(
                 let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
                 requantize_rows(&params[0], &b.acc, (ow, wq), dst);
             }
-            (None, Some(wg)) if wq == ow && T::fuses() => {
-                // The grid is the output plane: codes straight from the kernel's registers.
+            (None, Some(wg)) if T::fuses() && (wq == ow || T::ON_GRID) => {
+                // Sums requantized in the kernel's registers: onto the output plane when the grid
+                // is the plane, else (codes) onto the grid, then its rows without the extra columns.
                 let rows = RowsU8 {
                     data,
                     starts: &b.starts,
                 };
-                let dst = &mut o[gi * mg * ncols..(gi + 1) * mg * ncols];
-                if !T::fused(wg, rows, params, dst, &mut b.gemm) {
+                let plane = oh * ow;
+                let dst = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
+                let fused = if wq == ow {
+                    gemm_u8s8_requant(wg, rows, ncols, params, (dst, ncols), &mut b.gemm)
+                } else {
+                    let has_sum = params.iter().any(|p| p.sum.is_some());
+                    let grid = (&mut b.grid, &mut b.gemm);
+                    T::bytes(dst)
+                        .is_some_and(|d| on_grid(wg, rows, params, (ow, wq, has_sum), d, grid))
+                };
+                if !fused {
                     unreachable!("an instruction set that fuses the requantization");
                 }
             }
@@ -380,6 +388,41 @@ fn image_int8<T: Sink>(
             (None, None) => return,
         }
     }
+}
+
+/// The fused product on the phase grid (`grid`, rows `wq` wide), the residual codes moved onto it
+/// first when there is a sum, then each output row copied out without the grid's extra columns.
+fn on_grid(
+    w: &PackedS8,
+    x: RowsU8,
+    params: &[RowParams],
+    (ow, wq, has_sum): (usize, usize, bool),
+    dst: &mut [u8],
+    (grid, scratch): (&mut Vec<u8>, &mut Scratch8),
+) -> bool {
+    let plane = dst.len() / params.len().max(1);
+    let oh = plane / ow.max(1);
+    let ncols = (oh.max(1) - 1) * wq + ow;
+    grid.resize(params.len() * ncols, 0);
+    let pairs = |grid: &mut [u8], dst: &mut [u8], into_grid: bool| {
+        for (g, d) in grid.chunks_mut(ncols).zip(dst.chunks_mut(plane)) {
+            for (gr, dr) in g.chunks_mut(wq).zip(d.chunks_mut(ow)) {
+                if into_grid {
+                    gr[..ow].copy_from_slice(dr);
+                } else {
+                    dr.copy_from_slice(&gr[..ow]);
+                }
+            }
+        }
+    };
+    if has_sum {
+        pairs(grid, dst, true);
+    }
+    if !gemm_u8s8_requant(w, x, ncols, params, (grid, ncols), scratch) {
+        return false;
+    }
+    pairs(grid, dst, false);
+    true
 }
 
 /// One channel's outputs: rows of `width` in `dst`, read from `acc` rows `stride` apart (the phase
@@ -593,6 +636,30 @@ mod tests {
                 Store::Int(IntType::S8),
                 Some(1.3),
                 None,
+            ),
+            // FP32 outputs requantized in the kernel's registers: a sum and ReLU, and a padded 1×1
+            // (SqueezeNet's conv_final), whose phase grid is its output plane.
+            (
+                geo(1, 1, 0, 1),
+                17,
+                11,
+                5,
+                7,
+                IntType::S8,
+                Store::F32,
+                Some(0.6),
+                Some(0.0),
+            ),
+            (
+                geo(1, 1, 1, 1),
+                9,
+                11,
+                4,
+                5,
+                IntType::U8,
+                Store::F32,
+                None,
+                Some(0.0),
             ),
         ];
         for (g, c, m, h, w, input, store, sum, relu) in cases {

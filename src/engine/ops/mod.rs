@@ -9,6 +9,7 @@ pub mod detection;
 pub mod detection_eval;
 pub mod inner_product;
 pub mod layout;
+pub mod max_pool;
 pub mod norm;
 pub mod phases;
 pub mod pool;

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use super::codes::{self, Codes};
+use super::max_pool::{self, Columns, Lanes};
 use crate::engine::quant::{self, IntType};
 use crate::model::layer::{Pool, PoolMethod};
 
@@ -16,6 +18,7 @@ struct Axis {
     /// Per kernel tap: the outputs whose tap falls inside the image, and the input index of the first.
     taps: Vec<(usize, usize, usize)>,
     stride: usize,
+    pad: usize,
 }
 
 impl Axis {
@@ -66,6 +69,7 @@ impl Axis {
             windows,
             taps,
             stride,
+            pad,
         }
     }
 }
@@ -121,7 +125,15 @@ impl Lane for u8 {
 pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
     let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
     if win.method == PoolMethod::Max {
-        max_pooling(win, x, [h, w], out);
+        if !max_kernel(win, x, [h, w], out) {
+            max_pooling(win, x, [h, w], out);
+        }
+        return;
+    }
+    if let ([(0, he, hsize)], [(0, we, wsize)]) = (&win.rows.windows[..], &win.cols.windows[..])
+        && (*he, *we) == (h, w)
+    {
+        global_average(x, h * w, hsize * wsize, out);
         return;
     }
     out.par_chunks_mut(oh * ow)
@@ -136,13 +148,29 @@ pub fn pooling(win: &Windows, x: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
         });
 }
 
+/// Pools N·C planes of FP32 values (`pooling`) and quantizes the results to `to` (`codes::quantize`),
+/// a few planes at a time so that the pooled values are quantized while in cache.
+pub fn pooling_to_codes(win: &Windows, x: &[f32], [h, w]: [usize; 2], to: Codes, out: &mut [u8]) {
+    const PLANES: usize = 16;
+    let plane = win.rows.windows.len() * win.cols.windows.len();
+    out.par_chunks_mut(PLANES * plane.max(1))
+        .zip(x.par_chunks(PLANES * h * w))
+        .for_each_init(Vec::new, |pooled: &mut Vec<f32>, (o, x)| {
+            pooled.resize(o.len(), 0.0);
+            pooling(win, x, [h, w], pooled);
+            codes::quantize_run(pooled, to, o);
+        });
+}
+
 /// Pools planes of INT8 codes (bytes of type `ty`), as MKL-DNN passes them through (spec §4.4): MAX
 /// of the bytes (the byte order is the code order), AVE the code sum divided by the window size and
 /// rounded to the nearest code.
 pub fn pooling_codes(win: &Windows, x: &[u8], [h, w]: [usize; 2], ty: IntType, out: &mut [u8]) {
     let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
     if win.method == PoolMethod::Max {
-        max_pooling(win, x, [h, w], out);
+        if !max_kernel(win, x, [h, w], out) {
+            max_pooling(win, x, [h, w], out);
+        }
         return;
     }
     let zero = f32::from(ty.zero_byte());
@@ -161,6 +189,53 @@ pub fn pooling_codes(win: &Windows, x: &[u8], [h, w]: [usize; 2], ty: IntType, o
                 }
             }
         });
+}
+
+/// The whole plane's average (global pooling), eight planes side by side: each plane's sum still
+/// takes its values in order, as Caffe's loop does, while eight independent sums hide the latency
+/// of each addition (one plane's sum alone waits on every add).
+fn global_average(x: &[f32], plane: usize, divisor: f32, out: &mut [f32]) {
+    const SIDE: usize = 8;
+    out.par_chunks_mut(SIDE)
+        .zip(x.par_chunks(SIDE * plane.max(1)))
+        .for_each(|(o, planes)| {
+            let mut sums = [0.0f32; SIDE];
+            let mut group: [&[f32]; SIDE] = [&[]; SIDE];
+            let n = planes.len() / plane.max(1);
+            for (g, p) in group.iter_mut().zip(planes.chunks_exact(plane.max(1))) {
+                *g = p;
+            }
+            for i in 0..plane {
+                for (s, p) in sums.iter_mut().zip(&group[..n]) {
+                    *s += p[i];
+                }
+            }
+            for (d, s) in o.iter_mut().zip(sums) {
+                *d = s / divisor;
+            }
+        });
+}
+
+/// MAX pooling with the AVX-512 kernel (`max_pool`), planes in parallel; false when it does not
+/// apply (global pooling, or a CPU without it).
+fn max_kernel<T: Lanes + Send + Sync>(
+    win: &Windows,
+    x: &[T],
+    [h, w]: [usize; 2],
+    out: &mut [T],
+) -> bool {
+    let (oh, ow) = (win.rows.windows.len(), win.cols.windows.len());
+    let cols = Columns {
+        kernel: win.cols.taps.len(),
+        stride: win.cols.stride,
+        pad: win.cols.pad,
+    };
+    if !max_pool::takes::<T>(cols) || cols.kernel > ow || oh * ow == 0 || h * w == 0 {
+        return false;
+    }
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .all(|(o, x)| max_pool::plane(x, w, &win.rows.windows, cols, o))
 }
 
 /// MAX pooling as the maximum of each window's rows first (one vectorized pass over whole rows per
@@ -338,10 +413,78 @@ mod tests {
     }
 
     #[test]
+    fn whole_plane_averages_sum_in_caffes_order_for_every_plane() {
+        // 20 planes: two groups of eight side by side and a ragged group of four.
+        let p = Pool {
+            method: PoolMethod::Ave,
+            global: false,
+            kernel: Some((5, 7)),
+            stride: (1, 1),
+            pad: (0, 0),
+            avg_include_pad: true,
+        };
+        let x: Vec<f32> = (0..20 * 35)
+            .map(|i| ((i * 53 % 97) as f32 - 40.0) * 0.37)
+            .collect();
+        let got = run(&p, &x, [4, 5, 5, 7], [1, 1]);
+        assert_eq!(got, naive(&p, &x, [5, 7], [1, 1]));
+    }
+
+    #[test]
+    fn the_max_kernel_equals_the_portable_loops() {
+        // Rows wider than one vector, strides 1 to 3, padding, kernels wider than strides; FP32
+        // values with NaNs (skipped) and bytes.
+        let cases = [
+            (3, 2, 0, 54, 54),
+            (3, 2, 1, 9, 130),
+            (2, 1, 0, 5, 70),
+            (5, 3, 2, 11, 67),
+        ];
+        for (k, s, pad, h, w) in cases {
+            let p = Pool {
+                method: PoolMethod::Max,
+                global: false,
+                kernel: Some((k, k)),
+                stride: (s, s),
+                pad: (pad, pad),
+                avg_include_pad: true,
+            };
+            let shape = crate::model::shape::infer(
+                &crate::model::layer::LayerKind::Pooling(p.clone()),
+                &[&[1, 3, h, w]],
+                1,
+            )
+            .unwrap();
+            let win = Windows::new(&p, [h, w], [shape[0][2], shape[0][3]]).unwrap();
+            let n = 3 * shape[0][2] * shape[0][3];
+            let bytes: Vec<u8> = (0..3 * h * w).map(|i| (i * 167 % 251) as u8).collect();
+            let values: Vec<f32> = (0..3 * h * w)
+                .map(|i| match i % 41 {
+                    7 => f32::NAN,
+                    _ => (i * 167 % 251) as f32 - 300.0,
+                })
+                .collect();
+            let (mut fast, mut want) = (vec![7u8; n], vec![9u8; n]);
+            max_pooling(&win, &bytes, [h, w], &mut want);
+            let (mut fast_f, mut want_f) = (vec![7.0f32; n], vec![9.0f32; n]);
+            max_pooling(&win, &values, [h, w], &mut want_f);
+            if !max_kernel(&win, &bytes, [h, w], &mut fast)
+                || !max_kernel(&win, &values, [h, w], &mut fast_f)
+            {
+                eprintln!("SKIPPED: this CPU has no AVX-512 VBMI for the MAX pooling kernel");
+                return;
+            }
+            assert_eq!(fast, want, "bytes k{k} s{s} p{pad} {h}x{w}");
+            assert_eq!(fast_f, want_f, "FP32 k{k} s{s} p{pad} {h}x{w}");
+        }
+    }
+
+    #[test]
     fn windows_match_caffes_loops() {
         // (kernel, stride, pad, h, w): SqueezeNet's 3/2 with ceil rounding, padded, odd and global-like.
         let cases = [
             (13, 1, 0, 13, 13),
+            (6, 1, 0, 6, 6),
             (3, 2, 0, 111, 111),
             (3, 2, 1, 8, 7),
             (2, 2, 0, 5, 5),

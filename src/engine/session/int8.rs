@@ -20,7 +20,7 @@ use crate::engine::plan::{Plan, Prepared};
 use crate::engine::precision::{Exec, Repr};
 use crate::engine::quant::IntType;
 use crate::model::Layer;
-use crate::model::layer::{Activation, LayerKind};
+use crate::model::layer::{Activation, Identity, LayerKind};
 
 /// Per buffer: what it holds now, and its codes when that is INT8.
 #[derive(Debug, Default)]
@@ -34,6 +34,9 @@ pub(super) struct State {
     pub(super) views: bool,
     /// Buffers whose codes a convolution wrote straight into its Concat's buffer this pass.
     placed: Vec<bool>,
+    /// Buffers whose codes stand for the FP32 output of a layer Intel runs in FP32 (a Dropout of
+    /// codes): an INT8 reader quantizes their values, as it would the FP32 values.
+    via_f32: Vec<bool>,
     /// An INT8 layer's input converted to its type and scale.
     converted: Vec<u8>,
     /// A convolution's FP32 residual, saved before the buffer is overwritten (a fused FP32
@@ -51,6 +54,7 @@ impl State {
             bytes: vec![Vec::new(); n],
             stale: vec![false; n],
             placed: vec![false; n],
+            via_f32: vec![false; n],
             views: true,
             ..Self::default()
         }
@@ -68,6 +72,7 @@ impl State {
     fn stored(&mut self, b: usize, repr: Repr, values: &mut ArrayD<f32>, eager: bool) {
         self.repr[b] = repr;
         self.stale[b] = matches!(repr, Repr::Int { .. });
+        self.via_f32[b] = false;
         if eager {
             self.refresh(b, values);
         }
@@ -131,6 +136,8 @@ impl Session<'_, '_> {
                     self.batch_norm_on_codes(id, layer, steps)
                 }
                 (Exec::OnCodes, _) => self.batch_norm_on_codes(id, layer, &[]),
+                (Exec::F32, _) if self.dropout_on_codes(layer) => Ok(()),
+                (Exec::F32, _) if self.pooled_to_codes(id, layer) => Ok(()),
                 (_, Int8Layer::BatchNorm(steps)) => self.plain(id, layer, feed).and_then(|()| {
                     let &top = layer.tops.first().ok_or("no output")?;
                     let b = self.plan.buffer_of[top];
@@ -188,6 +195,7 @@ impl Session<'_, '_> {
             self.values[b] = v;
             self.int8.repr[b] = Repr::F32;
             self.int8.stale[b] = false;
+            self.int8.via_f32[b] = false;
         }
         self.tops = tops;
         result
@@ -217,6 +225,10 @@ impl Session<'_, '_> {
         let st = &mut self.int8;
         let out = &mut st.converted;
         match st.repr[b] {
+            Repr::Int { ty, scale, .. } if st.via_f32[b] => {
+                out.resize(st.bytes[b].len(), 0);
+                codes::quantize_values_of(&st.bytes[b], Codes { ty, scale }, to, out);
+            }
             Repr::Int { ty, scale, .. } if ty == spec.ty && scale == spec.scale => {
                 return Ok(false);
             }
@@ -420,6 +432,128 @@ impl Session<'_, '_> {
         self.int8.repr[bout] = Repr::F32;
         self.int8.stale[bout] = false;
         result
+    }
+
+    /// A Dropout (the identity at test) of a buffer holding codes, when every reader either reads
+    /// FP32 values or is an INT8 convolution: its output keeps the codes (as bytes standing for the
+    /// FP32 values Intel's Dropout outputs), so the codes are neither dequantized nor copied as
+    /// values; an INT8 reader quantizes those values exactly as it would the FP32 output. False when
+    /// the layer is not such a Dropout (it then runs as planned).
+    fn dropout_on_codes(&mut self, layer: &Layer) -> bool {
+        let plan = self.plan;
+        let (net, Some(int8)) = (plan.net, plan.int8.as_ref()) else {
+            return false;
+        };
+        let is_dropout = matches!(
+            layer.kind,
+            LayerKind::Identity(Identity::Dropout | Identity::SpatialDropout)
+        );
+        let (true, false, Some(&bottom), [top]) = (
+            is_dropout,
+            self.eager,
+            layer.bottoms.first(),
+            layer.tops.as_slice(),
+        ) else {
+            return false;
+        };
+        let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[*top]);
+        let Repr::Int { .. } = self.int8.repr[bin] else {
+            return false;
+        };
+        // Readers that reach the bytes other than through `prepare_codes` or `refresh` (INT8
+        // pass-through, BatchNorm on codes) would read them as INT8 outputs.
+        let readers_ok = net
+            .layers
+            .iter()
+            .zip(&int8.precision.exec)
+            .filter(|(l, _)| l.bottoms.contains(top))
+            .all(|(_, e)| matches!(e, Exec::F32 | Exec::Int8 { .. }));
+        if !readers_ok {
+            return false;
+        }
+        let st = &mut self.int8;
+        if bin != bout {
+            let mut out = std::mem::take(&mut st.bytes[bout]);
+            out.clone_from(&st.bytes[bin]);
+            st.bytes[bout] = out;
+        }
+        let repr = st.repr[bin];
+        let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        st.stored(bout, repr, &mut values, false);
+        self.values[bout] = values;
+        st.via_f32[bout] = true;
+        true
+    }
+
+    /// The codes every reader of `value` takes, when each is an INT8 convolution and all take the
+    /// same type and scale.
+    fn readers_codes(&self, value: usize) -> Option<Codes> {
+        let plan = self.plan;
+        let int8 = plan.int8.as_ref()?;
+        let mut codes = None;
+        for (l, layer) in plan.net.layers.iter().zip(&int8.layers) {
+            if !l.bottoms.contains(&value) {
+                continue;
+            }
+            let Int8Layer::Conv(_, spec, _) = layer else {
+                return None;
+            };
+            let this = Codes {
+                ty: spec.ty,
+                scale: spec.scale,
+            };
+            if spec.flat.is_some() || codes.is_some_and(|c| c != this) {
+                return None;
+            }
+            codes = Some(this);
+        }
+        codes
+    }
+
+    /// An FP32 Pooling whose FP32 output nothing reads (no observer, no views) and whose every
+    /// reader is an INT8 convolution taking the same codes: pooled and quantized to those codes
+    /// plane by plane while in cache, as the readers would quantize the values. False when not
+    /// such a layer (it then runs as planned).
+    fn pooled_to_codes(&mut self, id: usize, layer: &Layer) -> bool {
+        let plan = self.plan;
+        let (LayerKind::Pooling(_), Prepared::Pool(windows), [bottom], [top]) = (
+            &layer.kind,
+            &plan.prepared[id],
+            layer.bottoms.as_slice(),
+            layer.tops.as_slice(),
+        ) else {
+            return false;
+        };
+        let (bin, bout) = (plan.buffer_of[*bottom], plan.buffer_of[*top]);
+        let hw = plan.shapes[*bottom]
+            .get(2..4)
+            .and_then(|d| <[usize; 2]>::try_from(d).ok());
+        let (false, false, Repr::F32, Some([h, w]), Some(to)) = (
+            self.eager,
+            self.int8.views,
+            self.int8.repr[bin],
+            hw,
+            self.readers_codes(*top),
+        ) else {
+            return false;
+        };
+        let Some(x) = self.values[bin].as_slice() else {
+            return false;
+        };
+        let st = &mut self.int8;
+        let mut out = std::mem::take(&mut st.bytes[bout]);
+        out.resize(plan.shapes[*top].iter().product(), 0);
+        pool::pooling_to_codes(windows, x, [h, w], to, &mut out);
+        st.bytes[bout] = out;
+        let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        let repr = Repr::Int {
+            ty: to.ty,
+            scale: to.scale,
+            sum: false,
+        };
+        st.stored(bout, repr, &mut values, false);
+        self.values[bout] = values;
+        true
     }
 
     /// ReLU, Pooling or Concat on codes.
