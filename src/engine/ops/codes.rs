@@ -86,8 +86,9 @@ pub fn quantize_values_of(src: &[u8], from: Codes, to: Codes, out: &mut [u8]) {
 /// Intel's skipped reorder from an s8 "sum" buffer to u8 at the same scale: the s8 bytes (two's
 /// complement) read as u8, so negative codes become 128..255.
 pub fn reinterpret_s8_as_u8(src: &[u8], out: &mut [u8]) {
-    let t = table(|b| quant::decode(b, IntType::S8) as i8 as u8);
-    lookup(src, &t, out);
+    // The stored byte is the code + 128, so the code's two's complement byte is the stored byte
+    // with its top bit flipped (the unit test checks it against the decoded codes).
+    map(src, out, |b| b ^ 0x80);
 }
 
 /// Codes into FP32 values: `q / S`.
@@ -150,6 +151,12 @@ mod tests {
         let mut raw = [0u8; 7];
         reinterpret_s8_as_u8(&b, &mut raw);
         assert_eq!(raw, [249, 255, 0, 0, 2, 5, 80]);
+        let every: Vec<u8> = (0..=255).collect();
+        let mut flipped = vec![0u8; 256];
+        reinterpret_s8_as_u8(&every, &mut flipped);
+        for (&b, &f) in every.iter().zip(&flipped) {
+            assert_eq!(f, quant::decode(b, S8) as i8 as u8, "byte {b}");
+        }
         let mut l = b;
         relu(&mut l, S8, 0.5);
         let leaky: Vec<i32> = l.iter().map(|&v| quant::decode(v, S8)).collect();

@@ -637,6 +637,18 @@ mod tests {
                 Some(1.3),
                 None,
             ),
+            // A 1×1 stride-2 projection reads one phase of four (ResNet's shortcut).
+            (
+                geo(1, 2, 0, 1),
+                7,
+                10,
+                9,
+                11,
+                IntType::U8,
+                Store::Int(IntType::S8),
+                None,
+                None,
+            ),
             // FP32 outputs requantized in the kernel's registers: a sum and ReLU, and a padded 1×1
             // (SqueezeNet's conv_final), whose phase grid is its output plane.
             (

@@ -15,6 +15,9 @@ pub struct PhaseGrid {
     stride: [usize; 2],
     pad: [usize; 2],
     dilation: [usize; 2],
+    /// The phases some tap reads: bit r of rows (row phase r), bit s of columns; the others are
+    /// left as filled (a 1×1 stride-2 convolution reads one phase of four).
+    read: [u64; 2],
 }
 
 impl PhaseGrid {
@@ -28,12 +31,31 @@ impl PhaseGrid {
         let wq = (w + 2 * px)
             .div_ceil(sx)
             .max(ow + (g.kernel[1] - 1) * dx / sx);
+        let read = |k: usize, d: usize, s: usize| -> u64 {
+            (0..k).fold(0, |m, t| {
+                m | 1u64.checked_shl(((t * d) % s) as u32).unwrap_or(0)
+            })
+        };
+        let all = |s: usize| s > 64;
+        let read = [
+            if all(sy) {
+                u64::MAX
+            } else {
+                read(g.kernel[0], dy, sy)
+            },
+            if all(sx) {
+                u64::MAX
+            } else {
+                read(g.kernel[1], dx, sx)
+            },
+        ];
         Self {
             hq,
             wq,
             stride: g.stride,
             pad: g.pad,
             dilation: g.dilation,
+            read,
         }
     }
 
@@ -53,11 +75,19 @@ impl PhaseGrid {
     /// beforehand).
     pub fn split<T: Copy>(&self, plane: &[T], w: usize, out: &mut [T]) {
         let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
+        let reads = |mask: u64, phase: usize| phase >= 64 || mask >> phase & 1 == 1;
         for (y, row) in plane.chunks(w).enumerate() {
             let yp = y + py;
+            if !reads(self.read[0], yp % sy) {
+                continue;
+            }
             let base = ((yp % sy) * sx * hq + yp / sy) * wq;
+            if sx == 2 && self.read[1] == 0b11 {
+                pairs(row, px, &mut out[base..], hq * wq);
+                continue;
+            }
             // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run.
-            for phase in 0..sx {
+            for phase in (0..sx).filter(|&p| reads(self.read[1], p)) {
                 let x0 = (phase + sx - px % sx) % sx;
                 let dst = base + phase * hq * wq + (x0 + px) / sx;
                 let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
@@ -69,6 +99,32 @@ impl PhaseGrid {
                 }
             }
         }
+    }
+}
+
+/// One row into its two column phases (stride 2): padded column xp = x + px goes to phase xp % 2 at
+/// xp / 2 (phase 1 starts `phase_len` after phase 0 in `out`), one pair of columns at a time.
+fn pairs<T: Copy>(row: &[T], px: usize, out: &mut [T], phase_len: usize) {
+    let (even, odd) = out.split_at_mut(phase_len);
+    // A first column at an odd padded position goes alone; then pairs (even, odd) from there.
+    let first = px % 2;
+    if let (1, Some(&v)) = (first, row.first()) {
+        odd[px / 2] = v;
+    }
+    let at = (first + px) / 2;
+    let rest = row.get(first..).unwrap_or_default();
+    let pairs = rest.chunks_exact(2);
+    let (n, last) = (pairs.len(), pairs.remainder().first().copied());
+    for ((e, o), p) in even[at..at + n]
+        .iter_mut()
+        .zip(&mut odd[at..at + n])
+        .zip(pairs)
+    {
+        *e = p[0];
+        *o = p[1];
+    }
+    if let Some(v) = last {
+        even[at + n] = v;
     }
 }
 
