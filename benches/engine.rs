@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use divan::Bencher;
 use int8cal::data::shapes::data_tops;
 use int8cal::engine::feed::ArrayFeed;
-use int8cal::engine::ops::conv::{Filter, Geometry, convolution, pack_weights};
+use int8cal::engine::ops::conv::{Filter, Geometry, SumOrder, convolution, pack_weights};
 use int8cal::engine::session::NoObserver;
 use int8cal::engine::{Plan, Session};
 use int8cal::model::{LayerKind, Model};
@@ -73,12 +73,13 @@ fn conv(bencher: Bencher, name: &str) {
     let oh = (h + 2 * g.pad[0] - g.kernel[0]) / g.stride[0] + 1;
     let ow = (w + 2 * g.pad[1] - g.kernel[1]) / g.stride[1] + 1;
     let mut out = vec![0.0f32; n * m * oh * ow];
-    let packed = pack_weights(&wt, None, &g, m, c);
+    let packed = pack_weights(&wt, None, &g, (m, c), SumOrder::Caffe);
     let filter = Filter {
         weights: &wt,
         packed: &packed,
         bias: None,
         outputs: m,
+        order: SumOrder::Caffe,
     };
     bencher
         .counter(divan::counter::ItemsCount::new(n * m * oh * ow * k))

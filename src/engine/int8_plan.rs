@@ -189,12 +189,13 @@ impl Int8Plan {
                         .map_or(0, |&b| shapes[b].get(1).copied().unwrap_or(0));
                     let geometry = Geometry::of(c).map_err(err)?;
                     let (weights, bias) = weights(net, id, fusion).map_err(err)?;
+                    // Intel Caffe runs it with MKL-DNN's FP32 kernel, in that kernel's order.
                     let packed = conv::pack_weights(
                         &weights,
                         Some(&bias),
                         &geometry,
-                        c.num_output,
-                        channels,
+                        (c.num_output, channels),
+                        conv::SumOrder::MklDnn,
                     );
                     let (relu, sum) = post_ops(fusion);
                     Int8Layer::FusedF32(Box::new(FusedF32 {

@@ -4,7 +4,7 @@
 use super::error::EngineError;
 use super::gemm::PackedA;
 use super::int8_plan::{Int8Plan, Residuals};
-use super::ops::conv::{self, Geometry};
+use super::ops::conv::{self, Geometry, SumOrder};
 use super::ops::norm::BatchNormConsts;
 use super::ops::pool;
 use super::ops::post::Post;
@@ -51,13 +51,16 @@ pub struct Plan<'n> {
     pub batch: usize,
     /// For a quantized net run as Intel Caffe runs it (`new_int8`).
     pub int8: Option<Int8Plan>,
+    /// The order FP32 convolutions sum in: Caffe's, or MKL-DNN's in a quantized net run as Intel
+    /// Caffe runs it.
+    pub sum_order: SumOrder,
 }
 
 impl<'n> Plan<'n> {
     /// Plans the net for `batch` images per pass (None: the net's own batch), in FP32 (any
     /// `quantization_param` is ignored).
     pub fn new(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
-        let mut plan = Self::build(net, batch)?;
+        let mut plan = Self::build(net, batch, SumOrder::Caffe)?;
         plan.fuse();
         Ok(plan)
     }
@@ -66,7 +69,7 @@ impl<'n> Plan<'n> {
     /// every value as its own layer writes it (a value read in place by a BatchNorm is otherwise seen
     /// already normalised): for references compared value by value.
     pub fn new_unfused(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
-        Self::build(net, batch)
+        Self::build(net, batch, SumOrder::Caffe)
     }
 
     /// Plans a quantized net to run as Intel Caffe runs it: compiled (BN folding, ReLU and sum
@@ -87,7 +90,7 @@ impl<'n> Plan<'n> {
         batch: Option<usize>,
         residuals: Residuals,
     ) -> Result<Self, EngineError> {
-        let mut plan = Self::build(net, batch)?;
+        let mut plan = Self::build(net, batch, SumOrder::MklDnn)?;
         let int8 = Int8Plan::new(net, &plan.shapes, &mut plan.buffer_of, residuals)?;
         plan.int8 = Some(int8);
         Ok(plan)
@@ -100,7 +103,7 @@ impl<'n> Plan<'n> {
             .any(|l| l.proto.quantization_param.is_some())
     }
 
-    fn build(net: &'n Net, batch: Option<usize>) -> Result<Self, EngineError> {
+    fn build(net: &'n Net, batch: Option<usize>, order: SumOrder) -> Result<Self, EngineError> {
         let mut shapes: Vec<Shape> = vec![Vec::new(); net.values.len()];
         let mut prepared = Vec::with_capacity(net.layers.len());
         let own_batch = net.batch_size().unwrap_or(1);
@@ -146,7 +149,8 @@ impl<'n> Plan<'n> {
                             let weights = w.data.as_slice().unwrap_or(&[]);
                             let bias = l.blobs.get(1).and_then(|b| b.data.as_slice());
                             let bias = bias.filter(|_| c.bias_term);
-                            conv::pack_weights(weights, bias, &g, c.num_output, shapes[b][1])
+                            let dims = (c.num_output, shapes[b][1]);
+                            conv::pack_weights(weights, bias, &g, dims, order)
                         }
                         (LayerKind::Deconvolution(_), Some(w), Some(&b)) => {
                             let weights = w.data.as_slice().unwrap_or(&[]);
@@ -181,6 +185,7 @@ impl<'n> Plan<'n> {
             buffer_of: (0..net.values.len()).collect(),
             batch,
             int8: None,
+            sum_order: order,
         })
     }
 

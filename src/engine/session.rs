@@ -205,6 +205,7 @@ impl<'p, 'n> Session<'p, 'n> {
                     packed,
                     bias,
                     outputs: c.num_output,
+                    order: plan.sum_order,
                 };
                 if matches!(l.kind, LayerKind::Convolution(_)) {
                     conv::convolution(x()?, d4(0)?, &filter, g, &plan.posts[id], out)?;

@@ -406,6 +406,7 @@ impl Session<'_, '_> {
             packed: &f.packed,
             bias: Some(&f.bias),
             outputs: f.bias.len(),
+            order: conv::SumOrder::MklDnn,
         };
         let relu_posts = f.relu.map(Post::ReLU);
         let posts: &[Post] = match (&relu_posts, f.sum) {
