@@ -37,7 +37,11 @@ impl Feed for ArrayFeed {
                     top.shape()
                 ));
             }
-            top.assign(a);
+            // One copy of the whole buffer when both are contiguous (`assign` goes element by element).
+            match (top.as_slice_mut(), a.as_slice()) {
+                (Some(t), Some(s)) => t.copy_from_slice(s),
+                _ => top.assign(a),
+            }
         }
         Ok(())
     }

@@ -200,14 +200,19 @@ fn global_average(x: &[f32], plane: usize, divisor: f32, out: &mut [f32]) {
         .zip(x.par_chunks(SIDE * plane.max(1)))
         .for_each(|(o, planes)| {
             let mut sums = [0.0f32; SIDE];
-            let mut group: [&[f32]; SIDE] = [&[]; SIDE];
-            let n = planes.len() / plane.max(1);
-            for (g, p) in group.iter_mut().zip(planes.chunks_exact(plane.max(1))) {
-                *g = p;
-            }
-            for i in 0..plane {
-                for (s, p) in sums.iter_mut().zip(&group[..n]) {
-                    *s += p[i];
+            let mut rows = planes.chunks_exact(plane.max(1));
+            if rows.len() == SIDE {
+                let g: [&[f32]; SIDE] = std::array::from_fn(|_| rows.next().unwrap_or_default());
+                let [p0, p1, p2, p3, p4, p5, p6, p7] = g.map(<[f32]>::iter);
+                let eight = p0.zip(p1).zip(p2).zip(p3).zip(p4).zip(p5).zip(p6).zip(p7);
+                for (((((((v0, v1), v2), v3), v4), v5), v6), v7) in eight {
+                    for (s, v) in sums.iter_mut().zip([v0, v1, v2, v3, v4, v5, v6, v7]) {
+                        *s += v;
+                    }
+                }
+            } else {
+                for (s, p) in sums.iter_mut().zip(rows) {
+                    *s = p.iter().fold(0.0, |a, &v| a + v);
                 }
             }
             for (d, s) in o.iter_mut().zip(sums) {
