@@ -127,6 +127,23 @@ pub fn quantize(src: &[f32], scale: f32, to: IntType, dst: &mut [u8]) -> bool {
     true
 }
 
+/// Codes back to FP32 values: `q·(1/scale)`, as `quant::dequantize`. False, touching nothing,
+/// without AVX-512.
+pub fn dequantize(src: &[u8], from: IntType, scale: f32, dst: &mut [f32]) -> bool {
+    if !*AVX512 {
+        return false;
+    }
+    let n = src.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `row_u8`.
+    unsafe {
+        x86::dequantize(src.as_ptr(), from, 1.0 / scale, dst.as_mut_ptr(), n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = n;
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use std::arch::x86_64::*;
@@ -211,6 +228,19 @@ pub(super) mod x86 {
             unsafe {
                 let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src.add(i)), s);
                 store(y, to, dst.add(i), m);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn dequantize(src: *const u8, from: IntType, inverse: f32, dst: *mut f32, n: usize) {
+        let f = _mm512_set1_ps(inverse);
+        for i in (0..n).step_by(16) {
+            let m = mask(i, n);
+            // SAFETY: lanes i..i + 16 masked to n.
+            unsafe {
+                let y = _mm512_mul_ps(load(src.add(i), from, m), f);
+                _mm512_mask_storeu_ps(dst.add(i), m, y);
             }
         }
     }
@@ -429,6 +459,12 @@ mod tests {
                 .map(|&v| quant::encode(quant::quantize(v, 5.5, to), to))
                 .collect();
             assert_eq!(got, want, "{to:?}");
+            let mut values = vec![0f32; src.len()];
+            assert!(dequantize(&src, from, s_from, &mut values));
+            for (&b, &v) in src.iter().zip(&values) {
+                let want = quant::dequantize(quant::decode(b, from), s_from);
+                assert_eq!(v.to_bits(), want.to_bits(), "{from:?} byte {b}");
+            }
         }
     }
 }

@@ -93,8 +93,16 @@ pub fn reinterpret_s8_as_u8(src: &[u8], out: &mut [u8]) {
 
 /// Codes into FP32 values: `q / S`.
 pub fn dequantize(src: &[u8], from: Codes, out: &mut [f32]) {
-    let t = table(|b| quant::dequantize(quant::decode(b, from.ty), from.scale));
-    lookup(src, &t, out);
+    out.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| {
+            if !requant::dequantize(s, from.ty, from.scale, d) {
+                let t = table(|b| quant::dequantize(quant::decode(b, from.ty), from.scale));
+                d.iter_mut()
+                    .zip(s)
+                    .for_each(|(d, &b)| *d = t[usize::from(b)]);
+            }
+        });
 }
 
 /// ReLU on codes in place (MKL-DNN's standalone ReLU keeps the type and scale): negatives times the
