@@ -404,7 +404,7 @@ fn on_grid(
     let oh = plane / ow.max(1);
     let ncols = (oh.max(1) - 1) * wq + ow;
     grid.resize(params.len() * ncols, 0);
-    let pairs = |grid: &mut [u8], dst: &mut [u8], into_grid: bool| {
+    let copy_rows = |grid: &mut [u8], dst: &mut [u8], into_grid: bool| {
         for (g, d) in grid.chunks_mut(ncols).zip(dst.chunks_mut(plane)) {
             for (gr, dr) in g.chunks_mut(wq).zip(d.chunks_mut(ow)) {
                 if into_grid {
@@ -416,12 +416,12 @@ fn on_grid(
         }
     };
     if has_sum {
-        pairs(grid, dst, true);
+        copy_rows(grid, dst, true);
     }
     if !gemm_u8s8_requant(w, x, ncols, params, (grid, ncols), scratch) {
         return false;
     }
-    pairs(grid, dst, false);
+    copy_rows(grid, dst, false);
     true
 }
 
