@@ -72,7 +72,7 @@ impl PhaseGrid {
     }
 
     /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
-    /// beforehand).
+    /// beforehand); phases no tap reads are left as filled.
     pub fn split<T: Copy>(&self, plane: &[T], w: usize, out: &mut [T]) {
         let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
         let reads = |mask: u64, phase: usize| phase >= 64 || mask >> phase & 1 == 1;
