@@ -265,9 +265,10 @@ pub fn gemm_u8s8_requant<T: Requantized>(
             // (`fits` above), and the kernel writes only those.
             #[cfg(target_arch = "x86_64")]
             unsafe {
+                let strip = s.bytes.as_ptr();
                 x86::vnni_requant(
                     groups,
-                    (panel.as_ptr(), s.bytes.as_ptr()),
+                    (panel.as_ptr(), |q| strip.add(q * 128)),
                     &params[r * MR..r * MR + rows],
                     cols,
                     (out[(r * MR) * ldo + j0..].as_mut_ptr(), ldo),
@@ -275,6 +276,88 @@ pub fn gemm_u8s8_requant<T: Requantized>(
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (panel, rows);
+        }
+    }
+    true
+}
+
+/// Codes with four channels interleaved: byte 4p + e of a quad is channel 4·quad + e at position p
+/// (`interleave_quads`), so one depth group of four channels at a position is one 32-bit value and
+/// a run of positions is the VNNI kernel's packed strip as it stands: group q of the product reads
+/// `data[starts[q] + 4·column..]` (a quad shifted by a kernel tap), nothing is packed per strip.
+#[derive(Debug, Clone, Copy)]
+pub struct Quads<'a> {
+    pub data: &'a [u8],
+    pub starts: &'a [usize],
+}
+
+/// Interleaves four rows of equal length into `dst` (4 × their length): `dst[4p + e] = rows[e][p]`.
+pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
+    let n = rows
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap_or(0)
+        .min(dst.len() / 4);
+    let whole = n / 32 * 32;
+    #[cfg(target_arch = "x86_64")]
+    for p in (0..whole).step_by(32) {
+        // SAFETY: each row holds p + 32 bytes and `dst` 4·(p + 32) (SSE2 is part of x86_64).
+        unsafe { x86::interleave4(rows.map(|r| r[p..].as_ptr()), dst[4 * p..].as_mut_ptr()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let whole = 0;
+    for p in whole..n {
+        for (e, r) in rows.iter().enumerate() {
+            dst[4 * p + e] = r[p];
+        }
+    }
+}
+
+/// `gemm_u8s8_requant` with the activations as channel quads (`Quads`) in place of packed strips:
+/// `a`'s depth runs in the groups' order (its depth is 4 × the number of groups). False, touching
+/// nothing, without VNNI or when a group would read past `b.data`.
+pub fn gemm_u8s8_quads<T: Requantized>(
+    a: &PackedS8,
+    b: Quads,
+    n: usize,
+    params: &[RowParams],
+    (out, ldo): (&mut [T], usize),
+) -> bool {
+    let fits = a.rows == 0 || (ldo >= n && out.len() >= (a.rows - 1) * ldo + n);
+    let reach = b
+        .starts
+        .iter()
+        .max()
+        .map_or(0, |&m| m + n.div_ceil(32) * 128);
+    let groups = a.groups();
+    let ok = a.isa == Isa8::Vnni && a.isa.available() && a.depth == 4 * b.starts.len();
+    if !ok || !fits || reach > b.data.len() || params.len() != a.rows {
+        return false;
+    }
+    let panel_len = groups * MR * 4;
+    for j0 in (0..n).step_by(32) {
+        let cols = 32.min(n - j0);
+        for r in 0..a.rows.div_ceil(MR) {
+            let rows = MR.min(a.rows - r * MR);
+            let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
+            // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes; group q
+            // reads 128 bytes at starts[q] + 4·j0, inside `b.data` (`reach` above); `out` holds rows
+            // r·MR..r·MR + rows at columns j0..j0 + cols (`fits` above), and the kernel writes only
+            // those.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let (base, starts) = (b.data.as_ptr(), b.starts.as_ptr());
+                x86::vnni_requant(
+                    groups,
+                    (panel.as_ptr(), |q| base.add(*starts.add(q) + 4 * j0)),
+                    &params[r * MR..r * MR + rows],
+                    cols,
+                    (out[(r * MR) * ldo + j0..].as_mut_ptr(), ldo),
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (panel, rows, cols);
         }
     }
     true
@@ -367,7 +450,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn vnni(groups: usize, a: *const i8, b: *const u8, c: *mut i32, ldc: usize) {
         // SAFETY: as the caller's.
-        let (lo, hi) = unsafe { sums(groups, a, b) };
+        let (lo, hi) = unsafe { sums(groups, a, |q| b.add(q * 128)) };
         for i in 0..MR {
             unsafe {
                 _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
@@ -404,7 +487,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn vnni_requant<T: Lanes16>(
         groups: usize,
-        (a, b): (*const i8, *const u8),
+        (a, b): (*const i8, impl Fn(usize) -> *const u8),
         params: &[RowParams],
         cols: usize,
         (out, ldo): (*mut T, usize),
@@ -429,13 +512,17 @@ mod x86 {
     /// The 8 × 32 sums of a panel and a strip, as two halves of 16 columns per row.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn sums(groups: usize, a: *const i8, b: *const u8) -> ([__m512i; MR], [__m512i; MR]) {
+    unsafe fn sums(
+        groups: usize,
+        a: *const i8,
+        b: impl Fn(usize) -> *const u8,
+    ) -> ([__m512i; MR], [__m512i; MR]) {
         let mut lo = [_mm512_setzero_si512(); MR];
         let mut hi = [_mm512_setzero_si512(); MR];
         for q in 0..groups {
             // SAFETY (all blocks): the caller sized a, b and c for `groups` groups.
             let (b0, b1) = unsafe {
-                let row = b.add(q * 128);
+                let row = b(q);
                 (
                     _mm512_loadu_si512(row.cast()),
                     _mm512_loadu_si512(row.add(64).cast()),

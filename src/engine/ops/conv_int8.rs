@@ -12,7 +12,8 @@ use rayon::prelude::*;
 use super::conv::Geometry;
 use super::phases::PhaseGrid;
 use crate::engine::gemm::int8::{
-    Isa8, PackedS8, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_requant,
+    Isa8, PackedS8, Quads, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_quads,
+    gemm_u8s8_requant, interleave_quads,
 };
 use crate::engine::gemm::requant::{self, RowParams};
 use crate::engine::quant::{self, IntType, Requant};
@@ -33,6 +34,9 @@ pub struct Int8Conv {
     pub store: Store,
     /// Weights packed per group for the GEMM (empty for a depthwise convolution).
     groups: Vec<PackedS8>,
+    /// With VNNI, the same weights per group with their depth in channel-quad order (tap, quad,
+    /// channel in the quad; `quad_weights`), for the product on channel quads.
+    quads: Vec<PackedS8>,
     /// A depthwise convolution's weights, kh·kw per channel, for its direct loop.
     depthwise: Option<Vec<i8>>,
     outputs: usize,
@@ -102,6 +106,19 @@ impl Int8Conv {
                 then: None,
             })
             .collect();
+        let taps = geometry.kernel[0] * geometry.kernel[1];
+        // Packing a strip per call costs about as much as the products of a few panels, and the
+        // quads are read from as many places as the depth has groups: they pay off for kernels
+        // wider than 1×1 (the packed strip repeats each value per tap) with few output channels.
+        let on_quads = taps > 1 && mg <= QUADS_MAX_OUTPUTS;
+        let quads = if *FUSES && on_quads && !geometry.is_depthwise(channels, outputs) {
+            q.chunks((mg * k).max(1))
+                .take(geometry.group)
+                .map(|w| quad_weights(w, mg, channels / geometry.group, taps))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (groups, depthwise) = if geometry.is_depthwise(channels, outputs) {
             (Vec::new(), Some(q))
         } else {
@@ -117,11 +134,34 @@ impl Int8Conv {
             input: p.input,
             store: p.store,
             groups,
+            quads,
             depthwise,
             outputs,
             row_params,
         })
     }
+}
+
+/// The most output channels per group that run on channel quads (measured with `bench`: ResNet-8's
+/// 16-64-channel 3×3 layers and SqueezeNet's 64-channel ones gain; its 128-256-channel 3×3 layers and
+/// its 1×1 layers, `conv_final` most, are slower on quads).
+const QUADS_MAX_OUTPUTS: usize = 64;
+
+/// One group's weights (`rows` × channels·taps, channel-major) with the depth reordered to (tap,
+/// quad of four channels, channel in the quad), the channels padded to whole quads with zero weights.
+/// The sums are integers, so the order changes nothing; it is the order of `gemm::int8::Quads`.
+fn quad_weights(w: &[i8], rows: usize, channels: usize, taps: usize) -> PackedS8 {
+    let nq = channels.div_ceil(4);
+    let depth = taps * nq * 4;
+    let mut a = vec![0i8; rows * depth];
+    for (r, row) in w.chunks(channels * taps).enumerate().take(rows) {
+        for (c, per_tap) in row.chunks(taps).enumerate() {
+            for (t, &v) in per_tap.iter().enumerate() {
+                a[r * depth + (t * nq + c / 4) * 4 + c % 4] = v;
+            }
+        }
+    }
+    PackedS8::new(&a, rows, depth)
 }
 
 /// Int32 sums per chunk of a convolution's output rows (512 KB), requantized while in L2 (tests use
@@ -140,6 +180,9 @@ struct Buffers {
     image: Vec<u8>,
     /// Codes on the phase grid (its rows wq wide), when that is wider than the output rows.
     grid: Vec<u8>,
+    /// The image's phases as channel quads (`gemm::int8::Quads`) and the start of each depth group.
+    quads: Vec<u8>,
+    quad_starts: Vec<usize>,
     starts: Vec<usize>,
     acc: Vec<i32>,
     gemm: Scratch8,
@@ -347,19 +390,44 @@ fn image_int8<T: Sink>(
             (None, Some(wg)) if T::fuses() && (wq == ow || T::ON_GRID) => {
                 // Sums requantized in the kernel's registers: onto the output plane when the grid
                 // is the plane, else (codes) onto the grid, then its rows without the extra columns.
+                // The activations are the image's channel quads when the weights are packed for
+                // them, else strips packed per call.
+                let quads = conv.quads.get(gi);
+                if quads.is_some() {
+                    let to = (&mut b.quads, &mut b.quad_starts);
+                    channel_quads(data, (cg, len, ncols), (&grid, g.kernel), shift, to);
+                }
+                let plane = oh * ow;
+                let dst = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
+                let quads = quads.map(|w| {
+                    let x = Quads {
+                        data: &b.quads,
+                        starts: &b.quad_starts,
+                    };
+                    (w, x)
+                });
                 let rows = RowsU8 {
                     data,
                     starts: &b.starts,
                 };
-                let plane = oh * ow;
-                let dst = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
                 let fused = if wq == ow {
-                    gemm_u8s8_requant(wg, rows, ncols, params, (dst, ncols), &mut b.gemm)
+                    match quads {
+                        Some((w4, x)) => gemm_u8s8_quads(w4, x, ncols, params, (dst, ncols)),
+                        None => {
+                            gemm_u8s8_requant(wg, rows, ncols, params, (dst, ncols), &mut b.gemm)
+                        }
+                    }
                 } else {
                     let has_sum = params.iter().any(|p| p.sum.is_some());
-                    let grid = (&mut b.grid, &mut b.gemm);
-                    T::bytes(dst)
-                        .is_some_and(|d| on_grid(wg, rows, params, (ow, wq, has_sum), d, grid))
+                    let product = |grid: &mut [u8], ncols: usize| match quads {
+                        Some((w4, x)) => gemm_u8s8_quads(w4, x, ncols, params, (grid, ncols)),
+                        None => {
+                            gemm_u8s8_requant(wg, rows, ncols, params, (grid, ncols), &mut b.gemm)
+                        }
+                    };
+                    T::bytes(dst).is_some_and(|d| {
+                        on_grid(params.len(), (ow, wq, has_sum), d, &mut b.grid, product)
+                    })
                 };
                 if !fused {
                     unreachable!("an instruction set that fuses the requantization");
@@ -390,20 +458,58 @@ fn image_int8<T: Sink>(
     }
 }
 
-/// The fused product on the phase grid (`grid`, rows `wq` wide), the residual codes moved onto it
-/// first when there is a sum, then each output row copied out without the grid's extra columns.
+/// The image's phases (`data`, `channels` planes of `len`) as channel quads into `quads`, with the
+/// start of each depth group (tap, quad) in `starts`; channels past the last whole quad read
+/// as the padding byte (their weights are zero), and the buffer runs on far enough for every strip
+/// of `ncols` columns.
+fn channel_quads(
+    data: &[u8],
+    (channels, len, ncols): (usize, usize, usize),
+    (grid, [kh, kw]): (&PhaseGrid, [usize; 2]),
+    shift: u8,
+    (quads, starts): (&mut Vec<u8>, &mut Vec<usize>),
+) {
+    let taps = (0..kh * kw).map(|t| grid.tap(t / kw, t % kw));
+    let tail = (taps.clone().max().unwrap_or(0) + ncols.div_ceil(32) * 32) * 4;
+    let nq = channels.div_ceil(4);
+    quads.clear();
+    quads.resize(nq * len * 4 + tail, shift);
+    for (c4, dst) in quads.chunks_mut(len * 4).take(nq).enumerate() {
+        let row = |e: usize| {
+            let ch = 4 * c4 + e;
+            (ch < channels).then(|| &data[ch * len..(ch + 1) * len])
+        };
+        let rows = [row(0), row(1), row(2), row(3)];
+        if rows.iter().all(Option::is_some) {
+            interleave_quads(rows.map(|r| r.unwrap_or_default()), dst);
+        } else {
+            for (e, r) in rows.iter().enumerate() {
+                for (p, &v) in r.unwrap_or_default().iter().enumerate() {
+                    dst[4 * p + e] = v;
+                }
+            }
+        }
+    }
+    starts.clear();
+    for tap in taps {
+        starts.extend((0..nq).map(|c4| (c4 * len + tap) * 4));
+    }
+}
+
+/// The fused product (`product`, into rows `ncols` apart) on the phase grid (`grid`, rows `wq`
+/// wide), the residual codes moved onto it first when there is a sum, then each output row copied out
+/// without the grid's extra columns.
 fn on_grid(
-    w: &PackedS8,
-    x: RowsU8,
-    params: &[RowParams],
+    channels: usize,
     (ow, wq, has_sum): (usize, usize, bool),
     dst: &mut [u8],
-    (grid, scratch): (&mut Vec<u8>, &mut Scratch8),
+    grid: &mut Vec<u8>,
+    product: impl FnOnce(&mut [u8], usize) -> bool,
 ) -> bool {
-    let plane = dst.len() / params.len().max(1);
+    let plane = dst.len() / channels.max(1);
     let oh = plane / ow.max(1);
     let ncols = (oh.max(1) - 1) * wq + ow;
-    grid.resize(params.len() * ncols, 0);
+    grid.resize(channels * ncols, 0);
     let copy_rows = |grid: &mut [u8], dst: &mut [u8], into_grid: bool| {
         for (g, d) in grid.chunks_mut(ncols).zip(dst.chunks_mut(plane)) {
             for (gr, dr) in g.chunks_mut(wq).zip(d.chunks_mut(ow)) {
@@ -418,7 +524,7 @@ fn on_grid(
     if has_sum {
         copy_rows(grid, dst, true);
     }
-    if !gemm_u8s8_requant(w, x, ncols, params, (grid, ncols), scratch) {
+    if !product(grid, ncols) {
         return false;
     }
     copy_rows(grid, dst, false);
