@@ -143,9 +143,9 @@ impl Int8Conv {
 }
 
 /// The most output channels per group that run on channel quads (measured with `bench`: ResNet-8's
-/// 16-64-channel 3×3 layers and SqueezeNet's 64-channel ones gain; its 128-256-channel 3×3 layers and
-/// its 1×1 layers, `conv_final` most, are slower on quads).
-const QUADS_MAX_OUTPUTS: usize = 64;
+/// 16-32-channel 3×3 layers gain; SqueezeNet's 64-256-channel 3×3 layers and its 1×1 layers,
+/// `conv_final` most, are slower on quads; with 64 here SqueezeNet lost about 3%, ResNet-8 gained 3%).
+const QUADS_MAX_OUTPUTS: usize = 32;
 
 /// One group's weights (`rows` × channels·taps, channel-major) with the depth reordered to (tap,
 /// quad of four channels, channel in the quad), the channels padded to whole quads with zero weights.
