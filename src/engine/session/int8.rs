@@ -463,12 +463,10 @@ impl Session<'_, '_> {
         };
         // Readers that reach the bytes other than through `prepare_codes` or `refresh` (INT8
         // pass-through, BatchNorm on codes) would read them as INT8 outputs.
-        let readers_ok = net
-            .layers
+        let readers_ok = net.values[*top]
+            .consumers
             .iter()
-            .zip(&int8.precision.exec)
-            .filter(|(l, _)| l.bottoms.contains(top))
-            .all(|(_, e)| matches!(e, Exec::F32 | Exec::Int8 { .. }));
+            .all(|&r| matches!(int8.precision.exec[r], Exec::F32 | Exec::Int8 { .. }));
         if !readers_ok {
             return false;
         }
@@ -492,11 +490,8 @@ impl Session<'_, '_> {
         let plan = self.plan;
         let int8 = plan.int8.as_ref()?;
         let mut codes = None;
-        for (l, layer) in plan.net.layers.iter().zip(&int8.layers) {
-            if !l.bottoms.contains(&value) {
-                continue;
-            }
-            let Int8Layer::Conv(_, spec, _) = layer else {
+        for &r in &plan.net.values[value].consumers {
+            let Int8Layer::Conv(_, spec, _) = &int8.layers[r] else {
                 return None;
             };
             let this = Codes {
