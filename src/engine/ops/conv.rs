@@ -102,6 +102,8 @@ thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PHASED: RefCell<Phased> = RefCell::new(Phased::default());
     static PHASES: RefCell<Phases> = RefCell::new(Phases::default());
+    /// The residual of a fused sum, set aside while the convolution overwrites it.
+    static RESIDUAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The weights (and bias) of each group packed for the GEMM, their depth in `order` (none for
@@ -144,13 +146,61 @@ pub fn pack_weights(
         .collect()
 }
 
+/// The Eltwise SUM a convolution is fused with (Intel Caffe's conv+sum): each output becomes
+/// `coeffs[1]·conv + coeffs[0]·residual`, the residual being what the output holds on entry, then
+/// the ReLU of `relu`'s negative slope if any (the Eltwise's arithmetic, in its order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SumPost {
+    pub coeffs: [f32; 2],
+    pub relu: Option<f32>,
+}
+
+impl SumPost {
+    /// `out` (holding the convolution) summed with `residual`, then the ReLU.
+    fn apply(&self, out: &mut [f32], residual: &[f32]) {
+        let [c0, c1] = self.coeffs;
+        for (v, &r) in out.iter_mut().zip(residual) {
+            *v = c1 * *v + c0 * r;
+            if let Some(slope) = self.relu
+                && *v < 0.0
+            {
+                *v *= slope;
+            }
+        }
+    }
+}
+
 /// Forward convolution. `x` is N×C×H×W, `weights` M×(C/g)×kh×kw, `out` N×M×OH×OW.
 pub fn convolution(
+    x: &[f32],
+    dims: [usize; 4],
+    f: &Filter,
+    g: &Geometry,
+    posts: &[Post],
+    out: &mut [f32],
+) -> Result<(), String> {
+    convolve(x, dims, f, g, (posts, None), out)
+}
+
+/// `convolution` fused with an Eltwise SUM: `out` holds the residual on entry. Each image's residual
+/// is set aside just before its convolution and added while the image is in cache.
+pub fn convolution_summed(
+    x: &[f32],
+    dims: [usize; 4],
+    f: &Filter,
+    g: &Geometry,
+    sum: SumPost,
+    out: &mut [f32],
+) -> Result<(), String> {
+    convolve(x, dims, f, g, (&[], Some(sum)), out)
+}
+
+fn convolve(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
     f: &Filter,
     g: &Geometry,
-    posts: &[Post],
+    (posts, sum): (&[Post], Option<SumPost>),
     out: &mut [f32],
 ) -> Result<(), String> {
     let Filter {
@@ -162,7 +212,16 @@ pub fn convolution(
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
     if g.is_depthwise(c, m) {
-        depthwise(x, [n, c, h, w], f, g, posts, out);
+        RESIDUAL.with_borrow_mut(|r| {
+            if sum.is_some() {
+                r.clear();
+                r.extend_from_slice(out);
+            }
+            depthwise(x, [n, c, h, w], f, g, posts, out);
+            if let Some(s) = sum {
+                s.apply(out, r);
+            }
+        });
         return Ok(());
     }
     let cg = c / g.group;
@@ -181,29 +240,53 @@ pub fn convolution(
         .zip(x.par_chunks(c * h * w))
         .take(n)
         .for_each(|(o, img)| {
-            GEMM.with_borrow_mut(|scratch| {
-                for (gi, wg) in packed.iter().enumerate() {
-                    let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-                    let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
-                    if g.is_pointwise() {
-                        gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
-                    } else {
-                        PHASED.with_borrow_mut(|buf| {
-                            let out = (og, relu);
-                            let shape = (cg, h, w);
-                            phased((wg, f.order), input, shape, g, buf, scratch, out);
-                        });
-                    }
+            RESIDUAL.with_borrow_mut(|r| {
+                if sum.is_some() {
+                    r.clear();
+                    r.extend_from_slice(o);
+                }
+                image(img, (cg, h, w), f, g, (relu, rest), o);
+                if let Some(s) = sum {
+                    s.apply(o, r);
                 }
             });
-            if !packed.iter().all(PackedA::has_bias) {
-                add_bias(o, bias, plane);
-            }
-            for (ch, p) in o.chunks_mut(plane).enumerate() {
-                post::apply(rest, ch, p);
-            }
         });
     Ok(())
+}
+
+/// One image of `convolve`: each group's product, then the bias when the GEMM did not add it, then
+/// the remaining steps.
+fn image(
+    img: &[f32],
+    (cg, h, w): (usize, usize, usize),
+    f: &Filter,
+    g: &Geometry,
+    (relu, rest): (bool, &[Post]),
+    o: &mut [f32],
+) {
+    let (oh, ow) = g.out_size(h, w);
+    let plane = oh * ow;
+    GEMM.with_borrow_mut(|scratch| {
+        for (gi, wg) in f.packed.iter().enumerate() {
+            let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+            let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
+            if g.is_pointwise() {
+                gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
+            } else {
+                PHASED.with_borrow_mut(|buf| {
+                    let out = (og, relu);
+                    let shape = (cg, h, w);
+                    phased((wg, f.order), input, shape, g, buf, scratch, out);
+                });
+            }
+        }
+    });
+    if !f.packed.iter().all(PackedA::has_bias) {
+        add_bias(o, f.bias, plane);
+    }
+    for (ch, p) in o.chunks_mut(plane).enumerate() {
+        post::apply(rest, ch, p);
+    }
 }
 
 /// Buffers of the convolution path: the phases of the image, the row starts, one tile of wide output.
@@ -701,6 +784,10 @@ mod tests {
             (geo(3, [1, 1], [1, 1], [1, 1], 4), 4, 4, 2, 3),
             (geo(3, [2, 2], [1, 1], [1, 1], 4), 4, 4, 7, 6),
             (geo(3, [1, 1], [2, 2], [2, 2], 4), 4, 4, 7, 6),
+            // Phases no tap reads (1×1 stride 2), odd strides, a stride taller than the kernel.
+            (geo(1, [2, 2], [0, 0], [1, 1], 1), 3, 4, 7, 6),
+            (geo(3, [3, 2], [1, 0], [1, 1], 1), 3, 4, 10, 9),
+            (geo(2, [3, 3], [2, 1], [1, 1], 1), 2, 3, 11, 8),
         ];
         for (g, c, m, h, w) in cases {
             let shape = [2, c, h, w];
@@ -735,6 +822,53 @@ mod tests {
                     assert_eq!(a, b, "{g:?}");
                 }
                 assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fused_sum_adds_the_residual_the_output_held_then_the_relu() {
+        let geo = |k: usize, p: usize, group: usize| Geometry {
+            kernel: [k, k],
+            stride: [1, 1],
+            pad: [p, p],
+            dilation: [1, 1],
+            group,
+        };
+        // Phased, pointwise and depthwise, two images each.
+        for (g, c, m) in [
+            (geo(3, 1, 1), 3, 5),
+            (geo(1, 0, 1), 3, 5),
+            (geo(3, 1, 4), 4, 4),
+        ] {
+            let (h, w) = (5, 6);
+            let x: Vec<f32> = (0..2 * c * h * w)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
+                .collect();
+            let wt: Vec<f32> = (0..m * (c / g.group) * g.kernel[0] * g.kernel[1])
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let residual: Vec<f32> = (0..2 * m * h * w)
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.7)
+                .collect();
+            let filter = Filter {
+                weights: &wt,
+                packed: &pack_weights(&wt, None, &g, (m, c), SumOrder::MklDnn),
+                bias: None,
+                outputs: m,
+                order: SumOrder::MklDnn,
+            };
+            let mut plain = vec![0.0; residual.len()];
+            convolution(&x, [2, c, h, w], &filter, &g, &[], &mut plain).unwrap();
+            let sum = SumPost {
+                coeffs: [0.5, 2.0],
+                relu: Some(0.1),
+            };
+            let mut out = residual.clone();
+            convolution_summed(&x, [2, c, h, w], &filter, &g, sum, &mut out).unwrap();
+            for ((o, p), r) in out.iter().zip(&plain).zip(&residual) {
+                let v = 2.0 * p + 0.5 * r;
+                assert_eq!(*o, if v < 0.0 { v * 0.1 } else { v }, "{g:?}");
             }
         }
     }

@@ -72,34 +72,57 @@ impl PhaseGrid {
     }
 
     /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
-    /// beforehand); phases no tap reads are left as filled.
+    /// beforehand); phases no tap reads are left as filled. The row and column arithmetic is
+    /// incremental: a division per row cost more than copying the short rows of small maps.
     pub fn split<T: Copy>(&self, plane: &[T], w: usize, out: &mut [T]) {
         let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
         let reads = |mask: u64, phase: usize| phase >= 64 || mask >> phase & 1 == 1;
-        for (y, row) in plane.chunks(w).enumerate() {
-            let yp = y + py;
-            if !reads(self.read[0], yp % sy) {
-                continue;
+        let rows = || {
+            let at = row_phases(py, sy);
+            plane
+                .chunks_exact(w.max(1))
+                .zip(at)
+                .filter(|(_, (ry, _))| reads(self.read[0], *ry))
+        };
+        if sx == 1 {
+            for (row, (ry, qy)) in rows() {
+                let dst = (ry * hq + qy) * wq + px;
+                copy_short(&mut out[dst..dst + w], row);
             }
-            let base = ((yp % sy) * sx * hq + yp / sy) * wq;
-            if sx == 2 && self.read[1] == 0b11 {
-                pairs(row, px, &mut out[base..], hq * wq);
-                continue;
+        } else if sx == 2 && self.read[1] == 0b11 {
+            for (row, (ry, qy)) in rows() {
+                pairs(row, px, &mut out[(ry * 2 * hq + qy) * wq..], hq * wq);
             }
-            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run.
+        } else {
+            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run
+            // (the same columns of every row).
             for phase in (0..sx).filter(|&p| reads(self.read[1], p)) {
                 let x0 = (phase + sx - px % sx) % sx;
-                let dst = base + phase * hq * wq + (x0 + px) / sx;
-                let line = &mut out[dst..dst + w.saturating_sub(x0).div_ceil(sx)];
-                if sx == 1 {
-                    copy_short(line, &row[x0..x0 + line.len()]);
-                } else {
+                let (col, n) = ((x0 + px) / sx, w.saturating_sub(x0).div_ceil(sx));
+                for (row, (ry, qy)) in rows() {
+                    let dst = ((ry * sx + phase) * hq + qy) * wq + col;
                     let taps = row.iter().skip(x0).step_by(sx);
-                    line.iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+                    out[dst..dst + n]
+                        .iter_mut()
+                        .zip(taps)
+                        .for_each(|(d, &v)| *d = v);
                 }
             }
         }
     }
+}
+
+/// (Row phase, row within it) of padded rows pad, pad + 1, …: row yp is row yp / stride of phase
+/// yp % stride, counted without a division per row.
+fn row_phases(pad: usize, stride: usize) -> impl Iterator<Item = (usize, usize)> + Clone {
+    let first = (pad % stride.max(1), pad / stride.max(1));
+    std::iter::successors(Some(first), move |&(r, q)| {
+        Some(if r + 1 >= stride {
+            (0, q + 1)
+        } else {
+            (r + 1, q)
+        })
+    })
 }
 
 /// One row into its two column phases (stride 2): padded column xp = x + px goes to phase xp % 2 at

@@ -393,12 +393,8 @@ impl Session<'_, '_> {
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
         self.refresh(bin);
         if f.sum.is_some() {
+            // The residual, in the output's buffer.
             self.refresh(bout);
-            // Reused across passes: taken out while the session is read.
-            let mut residual = std::mem::take(&mut self.int8.residual);
-            residual.clear();
-            residual.extend_from_slice(contiguous(self.value(top))?);
-            self.int8.residual = residual;
         }
         let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
         let filter = Filter {
@@ -409,26 +405,24 @@ impl Session<'_, '_> {
             order: conv::SumOrder::MklDnn,
         };
         let relu_posts = f.relu.map(Post::ReLU);
-        let posts: &[Post] = match (&relu_posts, f.sum) {
-            (Some(p), None) => std::slice::from_ref(p),
-            _ => &[],
-        };
-        let result = {
+        let result = (|| {
             let x = contiguous(self.value(bottom))?;
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            conv::convolution(x, dims, &filter, &f.geometry, posts, o)
-        };
-        if let (Ok(()), Some([c0, c1]), Some(o)) = (&result, f.sum, out.as_slice_mut()) {
-            // The Eltwise (residual coefficient first), then the fused ReLU.
-            for (v, &r) in o.iter_mut().zip(&self.int8.residual) {
-                *v = c1 * *v + c0 * r;
-                if let Some(slope) = f.relu
-                    && *v < 0.0
-                {
-                    *v *= slope;
+            match f.sum {
+                // The Eltwise (residual coefficient first), then the fused ReLU.
+                Some(coeffs) => {
+                    let sum = conv::SumPost {
+                        coeffs,
+                        relu: f.relu,
+                    };
+                    conv::convolution_summed(x, dims, &filter, &f.geometry, sum, o)
+                }
+                None => {
+                    let posts = relu_posts.as_slice();
+                    conv::convolution(x, dims, &filter, &f.geometry, posts, o)
                 }
             }
-        }
+        })();
         self.values[bout] = out;
         self.int8.repr[bout] = Repr::F32;
         self.int8.stale[bout] = false;
