@@ -48,9 +48,10 @@ fn int8_blobs_are_intel_caffes() {
         let mut session = Session::new(&plan);
         session.forward(&mut feed, &mut NoObserver).unwrap();
         // Without dequantized views (as `eval` and `bench` run), INT8 outputs only a Concat reads
-        // go straight into its buffer, a Dropout passes codes on, and an FP32 Pooling read only by
-        // INT8 convolutions stores their codes (SqueezeNet has all three); the net's outputs must
-        // not change.
+        // go straight into its buffer, a Dropout passes codes on, an FP32 Pooling read only by
+        // INT8 convolutions stores their codes, and an FP32 convolution read only by such MAX
+        // Poolings stores those codes too (SqueezeNet has all four); the net's outputs must not
+        // change.
         let mut lean = Session::new(&plan);
         lean.set_dequantized_views(false);
         lean.forward(&mut feed, &mut NoObserver).unwrap();

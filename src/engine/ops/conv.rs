@@ -9,6 +9,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::codes::{self, Codes};
 use super::phases::PhaseGrid;
 use super::post::{self, Post};
 use crate::engine::gemm::{PackedA, Rows, Scratch, gemm_rows, gemm_strided};
@@ -195,6 +196,55 @@ pub fn convolution_summed(
     convolve(x, dims, f, g, (&[], Some(sum)), out)
 }
 
+/// `convolution` stored as codes (`codes::quantize` of each value) tile by tile while in cache, so
+/// the FP32 output is never written whole. Only where the GEMM applies every step (the bias and a
+/// leading plain ReLU) and reads the image's phases: false for depthwise and 1×1 stride-1
+/// convolutions and for other steps, `out` then untouched.
+pub fn convolution_to_codes(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    f: &Filter,
+    g: &Geometry,
+    posts: &[Post],
+    (to, out): (Codes, &mut [u8]),
+) -> Result<bool, String> {
+    let cg = c / g.group.max(1);
+    let k = cg * g.kernel[0] * g.kernel[1];
+    let relu = match posts {
+        [] => false,
+        [Post::ReLU(s)] if *s == 0.0 => true,
+        _ => return Ok(false),
+    };
+    let bias_in_gemm = f.bias.is_none() || f.packed.iter().all(PackedA::has_bias);
+    if g.is_depthwise(c, f.outputs) || g.is_pointwise() || !bias_in_gemm {
+        return Ok(false);
+    }
+    if f.packed.len() != g.group || f.packed.iter().any(|p| p.depth() != k) {
+        return Err(format!(
+            "the packed weights do not fit {} groups of depth {k}",
+            g.group
+        ));
+    }
+    let (oh, ow) = g.out_size(h, w);
+    let plane = oh * ow;
+    out.par_chunks_mut(f.outputs * plane)
+        .zip(x.par_chunks(c * h * w))
+        .take(n)
+        .for_each(|(o, img)| {
+            GEMM.with_borrow_mut(|scratch| {
+                PHASED.with_borrow_mut(|buf| {
+                    for (gi, wg) in f.packed.iter().enumerate() {
+                        let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+                        let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
+                        let out = (Dest::Codes(og, to), relu);
+                        phased((wg, f.order), input, (cg, h, w), g, buf, scratch, out);
+                    }
+                });
+            });
+        });
+    Ok(true)
+}
+
 fn convolve(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
@@ -274,7 +324,7 @@ fn image(
                 gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
             } else {
                 PHASED.with_borrow_mut(|buf| {
-                    let out = (og, relu);
+                    let out = (Dest::Values(og), relu);
                     let shape = (cg, h, w);
                     phased((wg, f.order), input, shape, g, buf, scratch, out);
                 });
@@ -297,6 +347,12 @@ struct Phased {
     wide: Vec<f32>,
 }
 
+/// Where `phased` stores a group's output: the FP32 values, or their codes.
+enum Dest<'a> {
+    Values(&'a mut [f32]),
+    Codes(&'a mut [u8], Codes),
+}
+
 /// Floats of wide output per tile (256 KB, in L2 until copied out).
 const WIDE_FLOATS: usize = 64 * 1024;
 
@@ -310,7 +366,7 @@ fn phased(
     g: &Geometry,
     buf: &mut Phased,
     scratch: &mut Scratch,
-    (og, relu): (&mut [f32], bool),
+    (mut og, relu): (Dest, bool),
 ) {
     let (oh, ow) = g.out_size(h, w);
     let grid = PhaseGrid::new(g, [h, w]);
@@ -337,8 +393,11 @@ fn phased(
         gemm_rows(wg, &b, n, (&mut buf.wide, n), relu, scratch);
         for (ch, wide) in buf.wide.chunks(n).enumerate() {
             for r in 0..rows {
-                let dst = (ch * oh + oy0 + r) * ow;
-                og[dst..dst + ow].copy_from_slice(&wide[r * wq..r * wq + ow]);
+                let (dst, src) = ((ch * oh + oy0 + r) * ow, &wide[r * wq..r * wq + ow]);
+                match &mut og {
+                    Dest::Values(og) => og[dst..dst + ow].copy_from_slice(src),
+                    Dest::Codes(og, to) => codes::quantize_run(src, *to, &mut og[dst..dst + ow]),
+                }
             }
         }
     }
@@ -871,6 +930,57 @@ mod tests {
                 assert_eq!(*o, if v < 0.0 { v * 0.1 } else { v }, "{g:?}");
             }
         }
+    }
+
+    #[test]
+    fn codes_stored_from_the_tiles_are_the_codes_of_the_values() {
+        use crate::engine::quant::IntType;
+        // 7×7 stride 2 (four phases) with bias and ReLU, two images; then a plain ReLU-free case.
+        let g = Geometry {
+            kernel: [7, 7],
+            stride: [2, 2],
+            pad: [0, 0],
+            dilation: [1, 1],
+            group: 1,
+        };
+        let (c, m, h, w) = (3, 10, 23, 19);
+        let x: Vec<f32> = (0..2 * c * h * w)
+            .map(|i| ((i * 7919 % 1013) as f32 - 500.0) * 0.0137)
+            .collect();
+        let wt: Vec<f32> = (0..m * c * 49)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 0.0071)
+            .collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.31 - 1.2).collect();
+        let filter = Filter {
+            weights: &wt,
+            packed: &pack_weights(&wt, Some(&bias), &g, (m, c), SumOrder::MklDnn),
+            bias: Some(&bias),
+            outputs: m,
+            order: SumOrder::MklDnn,
+        };
+        let (oh, ow) = g.out_size(h, w);
+        let to = Codes {
+            ty: IntType::U8,
+            scale: 7.3,
+        };
+        for posts in [vec![Post::ReLU(0.0)], vec![]] {
+            let mut values = vec![0.0; 2 * m * oh * ow];
+            convolution(&x, [2, c, h, w], &filter, &g, &posts, &mut values).unwrap();
+            let mut want = vec![0u8; values.len()];
+            codes::quantize(&values, to, &mut want);
+            let mut got = vec![0u8; values.len()];
+            let dims = [2, c, h, w];
+            let stored = convolution_to_codes(&x, dims, &filter, &g, &posts, (to, &mut got));
+            assert_eq!(stored, Ok(true));
+            assert_eq!(got, want, "{posts:?}");
+        }
+        // Steps the GEMM cannot apply are refused, the output untouched.
+        let mut got = vec![9u8; 2 * m * oh * ow];
+        let leaky = [Post::ReLU(0.1)];
+        let dims = [2, c, h, w];
+        let stored = convolution_to_codes(&x, dims, &filter, &g, &leaky, (to, &mut got));
+        assert_eq!(stored, Ok(false));
+        assert!(got.iter().all(|&b| b == 9));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{Feed, Observer, Session, contiguous};
+use crate::engine::compile::Role;
 use crate::engine::error::EngineError;
 use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer, ResidualRead};
 use crate::engine::ops::codes::{self, Codes};
@@ -20,7 +21,7 @@ use crate::engine::plan::{Plan, Prepared};
 use crate::engine::precision::{Exec, Repr};
 use crate::engine::quant::IntType;
 use crate::model::Layer;
-use crate::model::layer::{Activation, Identity, LayerKind};
+use crate::model::layer::{Activation, Identity, LayerKind, PoolMethod};
 
 /// Per buffer: what it holds now, and its codes when that is INT8.
 #[derive(Debug, Default)]
@@ -130,7 +131,7 @@ impl Session<'_, '_> {
                 (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec, read)) => {
                     self.int8_conv(id, layer, conv, (*spec, *read), *output)
                 }
-                (_, Int8Layer::FusedF32(f)) => self.fused_f32(layer, f),
+                (_, Int8Layer::FusedF32(f)) => self.fused_f32(id, layer, f),
                 (Exec::PassInt8, _) => self.pass_int8(id, layer),
                 (Exec::OnCodes, Int8Layer::BatchNorm(steps)) => {
                     self.batch_norm_on_codes(id, layer, steps)
@@ -387,7 +388,7 @@ impl Session<'_, '_> {
     }
 
     /// A fused convolution that Intel runs in FP32: folded weights, then the sum and ReLU.
-    fn fused_f32(&mut self, layer: &Layer, f: &FusedF32) -> Result<(), String> {
+    fn fused_f32(&mut self, id: usize, layer: &Layer, f: &FusedF32) -> Result<(), String> {
         let plan = self.plan;
         let (bottom, top, dims) = conv_io(plan, layer, None)?;
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
@@ -405,6 +406,27 @@ impl Session<'_, '_> {
             order: conv::SumOrder::MklDnn,
         };
         let relu_posts = f.relu.map(Post::ReLU);
+        if let (None, true, Some(to)) = (f.sum, bin != bout, self.max_pools_codes(id, top)) {
+            // Straight to the codes its MAX Poolings give their readers (`pooled_to_codes`).
+            let x = self.values[bin].as_slice().ok_or("non-contiguous input")?;
+            let st = &mut self.int8;
+            let mut bytes = std::mem::take(&mut st.bytes[bout]);
+            bytes.resize(out.len(), 0);
+            let posts = relu_posts.as_slice();
+            let to_codes = (to, bytes.as_mut_slice());
+            let done = conv::convolution_to_codes(x, dims, &filter, &f.geometry, posts, to_codes);
+            st.bytes[bout] = bytes;
+            if done? {
+                let repr = Repr::Int {
+                    ty: to.ty,
+                    scale: to.scale,
+                    sum: false,
+                };
+                st.stored(bout, repr, &mut out, false);
+                self.values[bout] = out;
+                return Ok(());
+            }
+        }
         let result = (|| {
             let x = contiguous(self.value(bottom))?;
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
@@ -500,6 +522,45 @@ impl Session<'_, '_> {
         codes
     }
 
+    /// The codes an FP32 convolution's output `value` can be stored as instead of its values: when
+    /// nothing else looks at it (no observer, no views) and every reader is an FP32 MAX Pooling
+    /// that `pooled_to_codes` turns into u8 codes, all the same. The maximum of a window's codes is
+    /// the code of its maximum (quantization never reverses an order; an unordered NaN becomes the
+    /// lowest u8 code, which a maximum skips as Caffe's skips the NaN), so the pools' outputs are
+    /// unchanged.
+    fn max_pools_codes(&self, conv: usize, value: usize) -> Option<Codes> {
+        if self.eager || self.int8.views {
+            return None;
+        }
+        self.max_pool_readers(conv, value, None)
+    }
+
+    /// `max_pools_codes` of the readers of `value`, agreeing with `codes` so far; the layers
+    /// absorbed into the convolution `conv` (its BatchNorm, Scale, ReLU) stand for their readers.
+    fn max_pool_readers(&self, conv: usize, value: usize, codes: Option<Codes>) -> Option<Codes> {
+        let plan = self.plan;
+        let int8 = plan.int8.as_ref()?;
+        let mut codes = codes;
+        for &r in &plan.net.values[value].consumers {
+            let layer = &plan.net.layers[r];
+            let absorbed = int8.compiled.roles[r] == Role::Absorbed(conv);
+            match (&layer.kind, &int8.precision.exec[r], layer.tops.as_slice()) {
+                (_, _, [top]) if absorbed => {
+                    codes = Some(self.max_pool_readers(conv, *top, codes)?)
+                }
+                (LayerKind::Pooling(p), Exec::F32, [top]) if p.method == PoolMethod::Max => {
+                    let this = self.readers_codes(*top)?;
+                    if this.ty != IntType::U8 || codes.is_some_and(|c| c != this) {
+                        return None;
+                    }
+                    codes = Some(this);
+                }
+                _ => return None,
+            }
+        }
+        codes
+    }
+
     /// An FP32 Pooling whose FP32 output nothing reads (no observer, no views) and whose every
     /// reader is an INT8 convolution taking the same codes: pooled and quantized to those codes
     /// plane by plane while in cache, as the readers would quantize the values. False when not
@@ -518,22 +579,29 @@ impl Session<'_, '_> {
         let hw = plan.shapes[*bottom]
             .get(2..4)
             .and_then(|d| <[usize; 2]>::try_from(d).ok());
-        let (false, false, Repr::F32, Some([h, w]), Some(to)) = (
-            self.eager,
-            self.int8.views,
-            self.int8.repr[bin],
-            hw,
-            self.readers_codes(*top),
-        ) else {
+        let (false, false, Some([h, w]), Some(to)) =
+            (self.eager, self.int8.views, hw, self.readers_codes(*top))
+        else {
             return false;
         };
-        let Some(x) = self.values[bin].as_slice() else {
-            return false;
-        };
+        let is_max = matches!(&layer.kind, LayerKind::Pooling(p) if p.method == PoolMethod::Max);
         let st = &mut self.int8;
         let mut out = std::mem::take(&mut st.bytes[bout]);
         out.resize(plan.shapes[*top].iter().product(), 0);
-        pool::pooling_to_codes(windows, x, [h, w], to, &mut out);
+        match (st.repr[bin], self.values[bin].as_slice()) {
+            (Repr::F32, Some(x)) => pool::pooling_to_codes(windows, x, [h, w], to, &mut out),
+            // Codes of the readers' type and scale (`max_pools_codes`): the maximum of the codes
+            // is the code of the maximum of their values.
+            (Repr::Int { ty, scale, .. }, _)
+                if is_max && bin != bout && to == (Codes { ty, scale }) =>
+            {
+                pool::pooling_codes(windows, &st.bytes[bin], [h, w], ty, &mut out);
+            }
+            _ => {
+                st.bytes[bout] = out;
+                return false;
+            }
+        }
         st.bytes[bout] = out;
         let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
         let repr = Repr::Int {
