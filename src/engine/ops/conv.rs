@@ -180,20 +180,28 @@ pub fn convolution(
     posts: &[Post],
     out: &mut [f32],
 ) -> Result<(), String> {
-    convolve(x, dims, f, g, (posts, None), out)
+    convolve(x, dims, f, g, (posts, Extras::default()), out)
 }
 
-/// `convolution` fused with an Eltwise SUM: `out` holds the residual on entry. Each image's residual
-/// is set aside just before its convolution and added while the image is in cache.
-pub fn convolution_summed(
+/// What a fused convolution does besides its steps, each image while it is in cache.
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// The Eltwise SUM: `out` holds the residual on entry.
+    pub sum: Option<SumPost>,
+    /// The codes of the final values (`codes::quantize`), stored beside them (N×M×OH×OW bytes).
+    pub codes: Option<(Codes, &'a mut [u8])>,
+}
+
+/// `convolution` with its `Extras`.
+pub fn convolution_fused(
     x: &[f32],
     dims: [usize; 4],
     f: &Filter,
     g: &Geometry,
-    sum: SumPost,
+    (posts, extras): (&[Post], Extras),
     out: &mut [f32],
 ) -> Result<(), String> {
-    convolve(x, dims, f, g, (&[], Some(sum)), out)
+    convolve(x, dims, f, g, (posts, extras), out)
 }
 
 /// `convolution` stored as codes (`codes::quantize` of each value) tile by tile while in cache, so
@@ -250,7 +258,7 @@ fn convolve(
     [n, c, h, w]: [usize; 4],
     f: &Filter,
     g: &Geometry,
-    (posts, sum): (&[Post], Option<SumPost>),
+    (posts, extras): (&[Post], Extras),
     out: &mut [f32],
 ) -> Result<(), String> {
     let Filter {
@@ -261,6 +269,10 @@ fn convolve(
     } = *f;
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
+    let Extras { sum, codes } = extras;
+    if codes.as_ref().is_some_and(|(_, b)| b.len() != out.len()) {
+        return Err("the codes do not match the output's size".into());
+    }
     if g.is_depthwise(c, m) {
         RESIDUAL.with_borrow_mut(|r| {
             if sum.is_some() {
@@ -272,6 +284,9 @@ fn convolve(
                 s.apply(out, r);
             }
         });
+        if let Some((to, bytes)) = codes {
+            codes::quantize(out, to, bytes);
+        }
         return Ok(());
     }
     let cg = c / g.group;
@@ -286,21 +301,33 @@ fn convolve(
     let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0)
         && (bias.is_none() || packed.iter().all(PackedA::has_bias));
     let rest = if relu { &posts[1..] } else { posts };
-    out.par_chunks_mut(m * plane)
-        .zip(x.par_chunks(c * h * w))
-        .take(n)
-        .for_each(|(o, img)| {
-            RESIDUAL.with_borrow_mut(|r| {
-                if sum.is_some() {
-                    r.clear();
-                    r.extend_from_slice(o);
-                }
-                image(img, (cg, h, w), f, g, (relu, rest), o);
-                if let Some(s) = sum {
-                    s.apply(o, r);
-                }
-            });
+    let one = |o: &mut [f32], img: &[f32]| {
+        RESIDUAL.with_borrow_mut(|r| {
+            if sum.is_some() {
+                r.clear();
+                r.extend_from_slice(o);
+            }
+            image(img, (cg, h, w), f, g, (relu, rest), o);
+            if let Some(s) = sum {
+                s.apply(o, r);
+            }
         });
+    };
+    let images = out
+        .par_chunks_mut(m * plane)
+        .zip(x.par_chunks(c * h * w))
+        .take(n);
+    match codes {
+        Some((to, bytes)) => {
+            images
+                .zip(bytes.par_chunks_mut(m * plane))
+                .for_each(|((o, img), b)| {
+                    one(o, img);
+                    codes::quantize_run(o, to, b);
+                })
+        }
+        None => images.for_each(|(o, img)| one(o, img)),
+    }
     Ok(())
 }
 
@@ -924,11 +951,29 @@ mod tests {
                 relu: Some(0.1),
             };
             let mut out = residual.clone();
-            convolution_summed(&x, [2, c, h, w], &filter, &g, sum, &mut out).unwrap();
+            let extras = Extras {
+                sum: Some(sum),
+                codes: None,
+            };
+            convolution_fused(&x, [2, c, h, w], &filter, &g, (&[], extras), &mut out).unwrap();
             for ((o, p), r) in out.iter().zip(&plain).zip(&residual) {
                 let v = 2.0 * p + 0.5 * r;
                 assert_eq!(*o, if v < 0.0 { v * 0.1 } else { v }, "{g:?}");
             }
+            // The codes made beside the values are those of the values.
+            let to = Codes {
+                ty: crate::engine::quant::IntType::S8,
+                scale: 3.1,
+            };
+            let (mut again, mut got) = (residual.clone(), vec![0u8; residual.len()]);
+            let extras = Extras {
+                sum: Some(sum),
+                codes: Some((to, &mut got)),
+            };
+            convolution_fused(&x, [2, c, h, w], &filter, &g, (&[], extras), &mut again).unwrap();
+            let mut want = vec![0u8; out.len()];
+            codes::quantize(&out, to, &mut want);
+            assert_eq!((again, got), (out, want), "{g:?}");
         }
     }
 

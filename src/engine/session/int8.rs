@@ -38,6 +38,10 @@ pub(super) struct State {
     /// Buffers whose codes stand for the FP32 output of a layer Intel runs in FP32 (a Dropout of
     /// codes): an INT8 reader quantizes their values, as it would the FP32 values.
     via_f32: Vec<bool>,
+    /// Codes of an FP32 buffer's values made with them (`codes::quantize`, by a fused FP32
+    /// convolution for its INT8 readers), in the buffer's bytes: a reader taking exactly these
+    /// codes reads them instead of quantizing the values again.
+    codes_too: Vec<Option<Codes>>,
     /// An INT8 layer's input converted to its type and scale.
     converted: Vec<u8>,
     /// A convolution's FP32 residual, saved before the buffer is overwritten (a fused FP32
@@ -56,6 +60,7 @@ impl State {
             stale: vec![false; n],
             placed: vec![false; n],
             via_f32: vec![false; n],
+            codes_too: vec![None; n],
             views: true,
             ..Self::default()
         }
@@ -74,6 +79,7 @@ impl State {
         self.repr[b] = repr;
         self.stale[b] = matches!(repr, Repr::Int { .. });
         self.via_f32[b] = false;
+        self.codes_too[b] = None;
         if eager {
             self.refresh(b, values);
         }
@@ -197,6 +203,7 @@ impl Session<'_, '_> {
             self.int8.repr[b] = Repr::F32;
             self.int8.stale[b] = false;
             self.int8.via_f32[b] = false;
+            self.int8.codes_too[b] = None;
         }
         self.tops = tops;
         result
@@ -247,6 +254,7 @@ impl Session<'_, '_> {
                 out.resize(st.bytes[b].len(), 0);
                 codes::requantize(&st.bytes[b], Codes { ty, scale }, to, out);
             }
+            Repr::F32 if st.codes_too[b] == Some(to) => return Ok(false),
             Repr::F32 => {
                 let src = self.values[b].as_slice().ok_or("non-contiguous input")?;
                 out.resize(src.len(), 0);
@@ -427,28 +435,58 @@ impl Session<'_, '_> {
                 return Ok(());
             }
         }
+        // The codes its INT8 readers take, made per image beside the values.
+        let also = self.int8_readers_codes(id);
+        let mut bytes = std::mem::take(&mut self.int8.bytes[bout]);
+        if also.is_some() {
+            bytes.resize(out.len(), 0);
+        }
         let result = (|| {
             let x = contiguous(self.value(bottom))?;
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            match f.sum {
+            let extras = conv::Extras {
                 // The Eltwise (residual coefficient first), then the fused ReLU.
-                Some(coeffs) => {
-                    let sum = conv::SumPost {
-                        coeffs,
-                        relu: f.relu,
-                    };
-                    conv::convolution_summed(x, dims, &filter, &f.geometry, sum, o)
-                }
-                None => {
-                    let posts = relu_posts.as_slice();
-                    conv::convolution(x, dims, &filter, &f.geometry, posts, o)
-                }
-            }
+                sum: f.sum.map(|coeffs| conv::SumPost {
+                    coeffs,
+                    relu: f.relu,
+                }),
+                codes: also.map(|to| (to, bytes.as_mut_slice())),
+            };
+            let posts = if f.sum.is_some() {
+                &[]
+            } else {
+                relu_posts.as_slice()
+            };
+            conv::convolution_fused(x, dims, &filter, &f.geometry, (posts, extras), o)
         })();
+        let st = &mut self.int8;
+        st.bytes[bout] = bytes;
         self.values[bout] = out;
-        self.int8.repr[bout] = Repr::F32;
-        self.int8.stale[bout] = false;
+        st.repr[bout] = Repr::F32;
+        st.stale[bout] = false;
+        st.codes_too[bout] = also.filter(|_| result.is_ok());
         result
+    }
+
+    /// The codes every INT8 convolution reading the fused output of `conv` takes, when there is
+    /// one and they all take the same (its other readers read the values).
+    fn int8_readers_codes(&self, conv: usize) -> Option<Codes> {
+        let int8 = self.plan.int8.as_ref()?;
+        let output = int8.compiled.fusion(conv)?.output;
+        let mut codes = None;
+        for &r in &self.plan.net.values[output].consumers {
+            if let Int8Layer::Conv(_, spec, _) = &int8.layers[r] {
+                let this = Codes {
+                    ty: spec.ty,
+                    scale: spec.scale,
+                };
+                if spec.flat.is_some() || codes.is_some_and(|c| c != this) {
+                    return None;
+                }
+                codes = Some(this);
+            }
+        }
+        codes
     }
 
     /// A Dropout (the identity at test) of a buffer holding codes, when every reader either reads
