@@ -74,11 +74,13 @@ pub fn activation(a: Activation, x: &[f32], out: &mut [f32]) {
 /// ReLU in a loop of its own: with the other activations' `match` inside, the loop is not
 /// vectorized (a ReLU the INT8 plan cannot fuse cost as much as a small convolution). Both sides
 /// are computed and one selected, so the loop has no branch on the sign: written as a branch it
-/// stayed scalar, and random signs cost a misprediction every other value.
+/// stayed scalar, and random signs cost a misprediction every other value. The slope is copied into
+/// each task: read through the closure's reference, it was reloaded for every value.
 fn relu(slope: f32, x: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, i)| {
+        .for_each(move |(o, i)| {
+            let slope = slope;
             for (o, &v) in o.iter_mut().zip(i) {
                 let negative = v * slope;
                 *o = if v > 0.0 { v } else { negative };

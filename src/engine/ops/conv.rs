@@ -71,6 +71,27 @@ pub enum SumOrder {
 }
 
 impl SumOrder {
+    /// Where each term reads, in order: channel c's tap t at c·`len` + `taps[t]` (the order of
+    /// `term`, without its divisions).
+    fn starts(self, channels: usize, taps: &[usize], len: usize, out: &mut Vec<usize>) {
+        out.clear();
+        match self {
+            Self::Caffe => {
+                for ch in 0..channels {
+                    out.extend(taps.iter().map(|t| ch * len + t));
+                }
+            }
+            Self::MklDnn => {
+                for block in (0..channels).step_by(16) {
+                    let width = 16.min(channels - block);
+                    for t in taps {
+                        out.extend((block..block + width).map(|ch| ch * len + t));
+                    }
+                }
+            }
+        }
+    }
+
     /// Index (channel, tap) of the `i`-th term, for `channels` channels of `taps` kernel taps.
     fn term(self, i: usize, channels: usize, taps: usize) -> (usize, usize) {
         match self {
@@ -370,6 +391,7 @@ fn image(
 #[derive(Debug, Default)]
 struct Phased {
     image: Vec<f32>,
+    taps: Vec<usize>,
     starts: Vec<usize>,
     wide: Vec<f32>,
 }
@@ -403,12 +425,8 @@ fn phased(
     for (src, dst) in input.chunks(h * w).zip(buf.image.chunks_mut(len)) {
         grid.split(src, w, dst);
     }
-    buf.starts.clear();
-    let taps = g.kernel[0] * g.kernel[1];
-    buf.starts.extend((0..c * taps).map(|i| {
-        let (ch, t) = order.term(i, c, taps);
-        ch * len + grid.tap(t / g.kernel[1], t % g.kernel[1])
-    }));
+    grid.taps(g.kernel, &mut buf.taps);
+    order.starts(c, &buf.taps, len, &mut buf.starts);
     let m = wg.rows();
     let tile_rows = (WIDE_FLOATS / (m * wq).max(1)).clamp(1, oh);
     for oy0 in (0..oh).step_by(tile_rows) {

@@ -183,6 +183,7 @@ struct Buffers {
     /// The image's phases as channel quads (`gemm::int8::Quads`) and the start of each depth group.
     quads: Vec<u8>,
     quad_starts: Vec<usize>,
+    taps: Vec<usize>,
     starts: Vec<usize>,
     acc: Vec<i32>,
     gemm: Scratch8,
@@ -352,13 +353,10 @@ fn image_int8<T: Sink>(
             }
         }
         let data: &[u8] = if direct { input } else { &b.image };
+        grid.taps(g.kernel, &mut b.taps);
         b.starts.clear();
         for ch in 0..cg {
-            for ky in 0..g.kernel[0] {
-                for kx in 0..g.kernel[1] {
-                    b.starts.push(ch * len + grid.tap(ky, kx));
-                }
-            }
+            b.starts.extend(b.taps.iter().map(|t| ch * len + t));
         }
         let ncols = (oh - 1) * wq + ow;
         // This group's output channels, with the Concat's second rounding when placed in one.

@@ -71,6 +71,12 @@ impl PhaseGrid {
         ((ty % sy) * sx + tx % sx) * self.hq * self.wq + (ty / sy) * self.wq + tx / sx
     }
 
+    /// `tap` of every kernel position, row by row, into `out` (replacing what it held).
+    pub fn taps(&self, [kh, kw]: [usize; 2], out: &mut Vec<usize>) {
+        out.clear();
+        out.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| self.tap(ky, kx))));
+    }
+
     /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
     /// beforehand); phases no tap reads are left as filled. The row and column arithmetic is
     /// incremental: a division per row cost more than copying the short rows of small maps.
