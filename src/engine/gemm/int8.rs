@@ -404,6 +404,37 @@ fn pack_strip(isa: Isa8, b: RowsU8, j0: usize, cols: usize, groups: usize, s: &m
     }
 }
 
+/// Whether the CPU has AVX-512 F, for `multiply_add_u8`.
+static AVX512F: LazyLock<bool> = LazyLock::new(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+});
+
+/// `acc[j] += w · x[j]` over the shorter of the two: one tap of a depthwise convolution over all its
+/// outputs. The portable loop, compiled for AVX-512 when the CPU has it (16 lanes; the baseline
+/// target has no 32-bit vector multiply, so the loop otherwise runs a value at a time).
+pub fn multiply_add_u8(acc: &mut [i32], x: &[u8], w: i8) {
+    #[cfg(target_arch = "x86_64")]
+    if *AVX512F {
+        // SAFETY: the CPU has AVX-512 F (checked above).
+        unsafe { x86::multiply_add_u8(acc, x, w) };
+        return;
+    }
+    multiply_add_portable(acc, x, w);
+}
+
+#[inline(always)]
+fn multiply_add_portable(acc: &mut [i32], x: &[u8], w: i8) {
+    let w = i32::from(w);
+    acc.iter_mut()
+        .zip(x)
+        .for_each(|(a, &v)| *a += w * i32::from(v));
+}
+
 /// Portable kernel (group 1, 8 columns): `block[i][j] = Σ_q a[q][i] · b[q][j]`.
 fn portable(a: &[i16], b: &[i16], block: &mut [i32]) {
     const NR: usize = 8;
@@ -427,6 +458,12 @@ mod x86 {
     use super::MR;
     use crate::engine::gemm::requant::RowParams;
     use crate::engine::gemm::requant::x86::{codes_from_sums, lanes, values_from_sums};
+
+    /// `super::multiply_add_portable` compiled for AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn multiply_add_u8(acc: &mut [i32], x: &[u8], w: i8) {
+        super::multiply_add_portable(acc, x, w);
+    }
 
     /// Interleaves 32 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
     pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {

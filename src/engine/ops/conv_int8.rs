@@ -13,7 +13,7 @@ use super::conv::Geometry;
 use super::phases::PhaseGrid;
 use crate::engine::gemm::int8::{
     Isa8, PackedS8, Quads, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_quads,
-    gemm_u8s8_requant, interleave_quads,
+    gemm_u8s8_requant, interleave_quads, multiply_add_u8,
 };
 use crate::engine::gemm::requant::{self, RowParams};
 use crate::engine::quant::{self, IntType, Requant};
@@ -343,6 +343,13 @@ fn image_int8<T: Sink>(
     let len = if direct { h * w } else { len };
     let mg = conv.outputs / g.group;
     let taps = g.kernel[0] * g.kernel[1];
+    // Where each depth row starts, the same in every group.
+    grid.taps(g.kernel, &mut b.taps);
+    b.starts.clear();
+    for ch in 0..cg {
+        b.starts.extend(b.taps.iter().map(|t| ch * len + t));
+    }
+    let ncols = (oh - 1) * wq + ow;
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
         if !direct {
@@ -353,12 +360,6 @@ fn image_int8<T: Sink>(
             }
         }
         let data: &[u8] = if direct { input } else { &b.image };
-        grid.taps(g.kernel, &mut b.taps);
-        b.starts.clear();
-        for ch in 0..cg {
-            b.starts.extend(b.taps.iter().map(|t| ch * len + t));
-        }
-        let ncols = (oh - 1) * wq + ow;
         // This group's output channels, with the Concat's second rounding when placed in one.
         let mut params = &conv.row_params[gi * mg..(gi + 1) * mg];
         if let Some(f) = then {
@@ -375,12 +376,7 @@ fn image_int8<T: Sink>(
                 b.acc.clear();
                 b.acc.resize(ncols, 0);
                 for (&wv, &start) in dw[gi * taps..(gi + 1) * taps].iter().zip(&b.starts) {
-                    let src = &data[start..start + ncols];
-                    let wv = i32::from(wv);
-                    b.acc
-                        .iter_mut()
-                        .zip(src)
-                        .for_each(|(a, &x)| *a += wv * i32::from(x));
+                    multiply_add_u8(&mut b.acc, &data[start..start + ncols], wv);
                 }
                 let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
                 requantize_rows(&params[0], &b.acc, (ow, wq), dst);
@@ -716,6 +712,18 @@ mod tests {
                 IntType::U8,
                 Store::F32,
                 Some(0.5),
+                None,
+            ),
+            // Depthwise over a map wide enough for whole vectors of outputs and a ragged end.
+            (
+                geo(3, 1, 1, 3),
+                3,
+                3,
+                20,
+                23,
+                IntType::S8,
+                Store::Int(IntType::S8),
+                None,
                 None,
             ),
             // Stride 1 without padding reads the planes in place (s8, with a sum into u8).
