@@ -438,10 +438,20 @@ fn with_workers_awake<R>(f: impl FnOnce() -> R) -> R {
                 }
             });
         }
-        let result = f();
-        done.store(true, Ordering::Release);
-        result
+        // Stops the pollers however `f` ends: after a panic they would poll forever and the
+        // scope would never return.
+        let _stop = StopOnDrop(&done);
+        f()
     })
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 fn contiguous(a: &ArrayD<f32>) -> Result<&[f32], String> {

@@ -299,10 +299,10 @@ pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
         .min()
         .unwrap_or(0)
         .min(dst.len() / 4);
-    let whole = n / 32 * 32;
+    let whole = n / 16 * 16;
     #[cfg(target_arch = "x86_64")]
-    for p in (0..whole).step_by(32) {
-        // SAFETY: each row holds p + 32 bytes and `dst` 4·(p + 32) (SSE2 is part of x86_64).
+    for p in (0..whole).step_by(16) {
+        // SAFETY: each row holds p + 16 bytes and `dst` 4·(p + 16) (SSE2 is part of x86_64).
         unsafe { x86::interleave4(rows.map(|r| r[p..].as_ptr()), dst[4 * p..].as_mut_ptr()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -382,10 +382,8 @@ fn pack_strip(isa: Isa8, b: RowsU8, j0: usize, cols: usize, groups: usize, s: &m
             };
             let rows = [row(0), row(1), row(2), row(3)];
             let dst = &mut s.bytes[q * nr * 4..(q + 1) * nr * 4];
-            #[cfg(target_arch = "x86_64")]
             if cols == nr {
-                // SAFETY: each row holds nr = 32 bytes and `dst` 128 (SSE2 is part of x86_64).
-                unsafe { x86::interleave4(rows.map(<[u8]>::as_ptr), dst.as_mut_ptr()) };
+                interleave_quads(rows, dst);
                 continue;
             }
             for (j, d) in dst[..cols * 4].chunks_exact_mut(4).enumerate() {
@@ -465,20 +463,19 @@ mod x86 {
         super::multiply_add_portable(acc, x, w);
     }
 
-    /// Interleaves 32 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
+    /// Interleaves 16 bytes of four rows: column j's bytes go to dst[4j..4j + 4], in row order.
+    #[inline]
     pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {
-        for half in 0..2 {
-            // SAFETY: the caller gives 32 readable bytes per row and 128 writable at dst.
-            unsafe {
-                let r = rows.map(|p| _mm_loadu_si128(p.add(16 * half).cast()));
-                let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
-                let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
-                let out = dst.add(64 * half).cast::<__m128i>();
-                _mm_storeu_si128(out, _mm_unpacklo_epi16(a_lo, b_lo));
-                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a_lo, b_lo));
-                _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(a_hi, b_hi));
-                _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(a_hi, b_hi));
-            }
+        // SAFETY: the caller gives 16 readable bytes per row and 64 writable at dst.
+        unsafe {
+            let r = rows.map(|p| _mm_loadu_si128(p.cast()));
+            let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+            let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+            let out = dst.cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(a_lo, b_lo));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a_lo, b_lo));
+            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(a_hi, b_hi));
+            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(a_hi, b_hi));
         }
     }
 

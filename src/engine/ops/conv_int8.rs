@@ -350,9 +350,14 @@ fn image_int8<T: Sink>(
         b.starts.extend(b.taps.iter().map(|t| ch * len + t));
     }
     let ncols = (oh - 1) * wq + ow;
+    // At stride 1 the channel quads are interleaved straight from the planes (the phase grid is
+    // the padded plane), without splitting them first: when the fused product on quads below
+    // runs (the other paths read the phases).
+    let fused = T::fuses() && (wq == ow || T::ON_GRID);
+    let quads_from_planes = fused && g.stride == [1, 1] && !conv.quads.is_empty();
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-        if !direct {
+        if !direct && !quads_from_planes {
             b.image.clear();
             b.image.resize(cg * len, shift);
             for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
@@ -381,15 +386,20 @@ fn image_int8<T: Sink>(
                 let dst = &mut o[gi * oh * ow..(gi + 1) * oh * ow];
                 requantize_rows(&params[0], &b.acc, (ow, wq), dst);
             }
-            (None, Some(wg)) if T::fuses() && (wq == ow || T::ON_GRID) => {
+            (None, Some(wg)) if fused => {
                 // Sums requantized in the kernel's registers: onto the output plane when the grid
                 // is the plane, else (codes) onto the grid, then its rows without the extra columns.
                 // The activations are the image's channel quads when the weights are packed for
                 // them, else strips packed per call.
                 let quads = conv.quads.get(gi);
                 if quads.is_some() {
+                    let from = if quads_from_planes {
+                        QuadSource::Planes(input, [h, w], g.pad)
+                    } else {
+                        QuadSource::Phases(data)
+                    };
                     let to = (&mut b.quads, &mut b.quad_starts);
-                    channel_quads(data, (cg, len, ncols), (&grid, g.kernel), shift, to);
+                    channel_quads(from, (cg, len, ncols), (&grid, g.kernel), shift, to);
                 }
                 let plane = oh * ow;
                 let dst = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
@@ -404,7 +414,7 @@ fn image_int8<T: Sink>(
                     data,
                     starts: &b.starts,
                 };
-                let fused = if wq == ow {
+                let done = if wq == ow {
                     match quads {
                         Some((w4, x)) => gemm_u8s8_quads(w4, x, ncols, params, (dst, ncols)),
                         None => {
@@ -423,7 +433,7 @@ fn image_int8<T: Sink>(
                         on_grid(params.len(), (ow, wq, has_sum), d, &mut b.grid, product)
                     })
                 };
-                if !fused {
+                if !done {
                     unreachable!("an instruction set that fuses the requantization");
                 }
             }
@@ -452,12 +462,19 @@ fn image_int8<T: Sink>(
     }
 }
 
-/// The image's phases (`data`, `channels` planes of `len`) as channel quads into `quads`, with the
-/// start of each depth group (tap, quad) in `starts`; channels past the last whole quad read
-/// as the padding byte (their weights are zero), and the buffer runs on far enough for every strip
-/// of `ncols` columns.
+/// What `channel_quads` interleaves: the image's phases (planes of the phase grid's length), or at
+/// stride 1 the image's own planes (h × w), which sit in the grid at the padding's offset.
+enum QuadSource<'a> {
+    Phases(&'a [u8]),
+    Planes(&'a [u8], [usize; 2], [usize; 2]),
+}
+
+/// The image's channels (`from`) as channel quads into `quads`, with the start of each depth group
+/// (tap, quad) in `starts`; channels past the last whole quad, and the padding, read as the padding
+/// byte (their weights are zero), and the buffer runs on far enough for every strip of `ncols`
+/// columns.
 fn channel_quads(
-    data: &[u8],
+    from: QuadSource,
     (channels, len, ncols): (usize, usize, usize),
     (grid, [kh, kw]): (&PhaseGrid, [usize; 2]),
     shift: u8,
@@ -469,17 +486,29 @@ fn channel_quads(
     quads.clear();
     quads.resize(nq * len * 4 + tail, shift);
     for (c4, dst) in quads.chunks_mut(len * 4).take(nq).enumerate() {
-        let row = |e: usize| {
-            let ch = 4 * c4 + e;
-            (ch < channels).then(|| &data[ch * len..(ch + 1) * len])
+        // Runs of four channels' bytes that land side by side: whole phases, or plane rows.
+        let (run, runs, place) = match from {
+            QuadSource::Phases(_) => (len, 1, 0),
+            QuadSource::Planes(_, [h, w], [py, px]) => (w, h, py * grid.wq + px),
         };
-        let rows = [row(0), row(1), row(2), row(3)];
-        if rows.iter().all(Option::is_some) {
-            interleave_quads(rows.map(|r| r.unwrap_or_default()), dst);
-        } else {
-            for (e, r) in rows.iter().enumerate() {
-                for (p, &v) in r.unwrap_or_default().iter().enumerate() {
-                    dst[4 * p + e] = v;
+        for r in 0..runs {
+            let row = |e: usize| {
+                let ch = 4 * c4 + e;
+                (ch < channels).then(|| match from {
+                    QuadSource::Phases(data) => &data[ch * len..(ch + 1) * len],
+                    QuadSource::Planes(x, [h, w], _) => &x[(ch * h + r) * w..(ch * h + r + 1) * w],
+                })
+            };
+            let at = place + r * grid.wq;
+            let dst = &mut dst[4 * at..4 * (at + run)];
+            let rows = [row(0), row(1), row(2), row(3)];
+            if rows.iter().all(Option::is_some) {
+                interleave_quads(rows.map(|r| r.unwrap_or_default()), dst);
+            } else {
+                for (e, r) in rows.iter().enumerate() {
+                    for (p, &v) in r.unwrap_or_default().iter().enumerate() {
+                        dst[4 * p + e] = v;
+                    }
                 }
             }
         }
@@ -712,6 +741,30 @@ mod tests {
                 IntType::U8,
                 Store::F32,
                 Some(0.5),
+                None,
+            ),
+            // Channel quads (3×3, at most 32 outputs) at stride 1 with padding: codes on the grid,
+            // and FP32 values, which take the path over the phases.
+            (
+                geo(3, 1, 1, 1),
+                8,
+                12,
+                9,
+                10,
+                IntType::U8,
+                Store::Int(IntType::U8),
+                Some(1.0),
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 1),
+                8,
+                12,
+                9,
+                10,
+                IntType::S8,
+                Store::F32,
+                None,
                 None,
             ),
             // Depthwise over a map wide enough for whole vectors of outputs and a ragged end.
