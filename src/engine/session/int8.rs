@@ -44,8 +44,7 @@ pub(super) struct State {
     codes_too: Vec<Option<Codes>>,
     /// An INT8 layer's input converted to its type and scale.
     converted: Vec<u8>,
-    /// A convolution's FP32 residual, saved before the buffer is overwritten (a fused FP32
-    /// convolution) or read in another layout (`ResidualRead::BlockedAsNhwc`).
+    /// A convolution's FP32 residual, read in another layout (`ResidualRead::BlockedAsNhwc`).
     residual: Vec<f32>,
     /// A BatchNorm's input codes as numbers.
     raw: Vec<f32>,
@@ -416,23 +415,34 @@ impl Session<'_, '_> {
         let relu_posts = f.relu.map(Post::ReLU);
         if let (None, true, Some(to)) = (f.sum, bin != bout, self.max_pools_codes(id, top)) {
             // Straight to the codes its MAX Poolings give their readers (`pooled_to_codes`).
-            let x = self.values[bin].as_slice().ok_or("non-contiguous input")?;
             let st = &mut self.int8;
             let mut bytes = std::mem::take(&mut st.bytes[bout]);
             bytes.resize(out.len(), 0);
             let posts = relu_posts.as_slice();
-            let to_codes = (to, bytes.as_mut_slice());
-            let done = conv::convolution_to_codes(x, dims, &filter, &f.geometry, posts, to_codes);
+            let done = self.values[bin]
+                .as_slice()
+                .ok_or_else(|| "non-contiguous input".to_string())
+                .and_then(|x| {
+                    let to_codes = (to, bytes.as_mut_slice());
+                    conv::convolution_to_codes(x, dims, &filter, &f.geometry, posts, to_codes)
+                });
             st.bytes[bout] = bytes;
-            if done? {
-                let repr = Repr::Int {
-                    ty: to.ty,
-                    scale: to.scale,
-                    sum: false,
-                };
-                st.stored(bout, repr, &mut out, false);
-                self.values[bout] = out;
-                return Ok(());
+            match done {
+                Ok(true) => {
+                    let repr = Repr::Int {
+                        ty: to.ty,
+                        scale: to.scale,
+                        sum: false,
+                    };
+                    st.stored(bout, repr, &mut out, false);
+                    self.values[bout] = out;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.values[bout] = out;
+                    return Err(e);
+                }
             }
         }
         // The codes its INT8 readers take, made per image beside the values.
@@ -473,20 +483,7 @@ impl Session<'_, '_> {
     fn int8_readers_codes(&self, conv: usize) -> Option<Codes> {
         let int8 = self.plan.int8.as_ref()?;
         let output = int8.compiled.fusion(conv)?.output;
-        let mut codes = None;
-        for &r in &self.plan.net.values[output].consumers {
-            if let Int8Layer::Conv(_, spec, _) = &int8.layers[r] {
-                let this = Codes {
-                    ty: spec.ty,
-                    scale: spec.scale,
-                };
-                if spec.flat.is_some() || codes.is_some_and(|c| c != this) {
-                    return None;
-                }
-                codes = Some(this);
-            }
-        }
-        codes
+        self.codes_taken(output, false)
     }
 
     /// A Dropout (the identity at test) of a buffer holding codes, when every reader either reads
@@ -541,12 +538,20 @@ impl Session<'_, '_> {
     /// The codes every reader of `value` takes, when each is an INT8 convolution and all take the
     /// same type and scale.
     fn readers_codes(&self, value: usize) -> Option<Codes> {
-        let plan = self.plan;
-        let int8 = plan.int8.as_ref()?;
+        self.codes_taken(value, true)
+    }
+
+    /// The codes the INT8 convolutions among the readers of `value` take, when there is one and all
+    /// take the same type and scale (and, with `every_reader`, no other layer reads it).
+    fn codes_taken(&self, value: usize, every_reader: bool) -> Option<Codes> {
+        let int8 = self.plan.int8.as_ref()?;
         let mut codes = None;
-        for &r in &plan.net.values[value].consumers {
+        for &r in &self.plan.net.values[value].consumers {
             let Int8Layer::Conv(_, spec, _) = &int8.layers[r] else {
-                return None;
+                if every_reader {
+                    return None;
+                }
+                continue;
             };
             let this = Codes {
                 ty: spec.ty,
