@@ -201,7 +201,7 @@ pub fn convolution(
     posts: &[Post],
     out: &mut [f32],
 ) -> Result<(), String> {
-    convolve(x, dims, f, g, (posts, Extras::default()), out)
+    convolution_fused(x, dims, f, g, (posts, Extras::default()), out)
 }
 
 /// What a fused convolution does besides its steps, each image while it is in cache.
@@ -211,18 +211,6 @@ pub struct Extras<'a> {
     pub sum: Option<SumPost>,
     /// The codes of the final values (`codes::quantize`), stored beside them (N×M×OH×OW bytes).
     pub codes: Option<(Codes, &'a mut [u8])>,
-}
-
-/// `convolution` with its `Extras`.
-pub fn convolution_fused(
-    x: &[f32],
-    dims: [usize; 4],
-    f: &Filter,
-    g: &Geometry,
-    (posts, extras): (&[Post], Extras),
-    out: &mut [f32],
-) -> Result<(), String> {
-    convolve(x, dims, f, g, (posts, extras), out)
 }
 
 /// `convolution` stored as codes (`codes::quantize` of each value) tile by tile while in cache, so
@@ -248,12 +236,7 @@ pub fn convolution_to_codes(
     if g.is_depthwise(c, f.outputs) || g.is_pointwise() || !bias_in_gemm {
         return Ok(false);
     }
-    if f.packed.len() != g.group || f.packed.iter().any(|p| p.depth() != k) {
-        return Err(format!(
-            "the packed weights do not fit {} groups of depth {k}",
-            g.group
-        ));
-    }
+    packed_fits(f, g, k)?;
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
     out.par_chunks_mut(f.outputs * plane)
@@ -274,7 +257,8 @@ pub fn convolution_to_codes(
     Ok(true)
 }
 
-fn convolve(
+/// `convolution` with its `Extras`.
+pub fn convolution_fused(
     x: &[f32],
     [n, c, h, w]: [usize; 4],
     f: &Filter,
@@ -295,44 +279,20 @@ fn convolve(
         return Err("the codes do not match the output's size".into());
     }
     if g.is_depthwise(c, m) {
-        RESIDUAL.with_borrow_mut(|r| {
-            if sum.is_some() {
-                r.clear();
-                r.extend_from_slice(out);
-            }
-            depthwise(x, [n, c, h, w], f, g, posts, out);
-            if let Some(s) = sum {
-                s.apply(out, r);
-            }
-        });
+        summed(sum, out, |out| depthwise(x, [n, c, h, w], f, g, posts, out));
         if let Some((to, bytes)) = codes {
             codes::quantize(out, to, bytes);
         }
         return Ok(());
     }
     let cg = c / g.group;
-    let k = cg * g.kernel[0] * g.kernel[1];
-    if packed.len() != g.group || packed.iter().any(|p| p.depth() != k) {
-        return Err(format!(
-            "the packed weights do not fit {} groups of depth {k}",
-            g.group
-        ));
-    }
+    packed_fits(f, g, cg * g.kernel[0] * g.kernel[1])?;
     // A leading ReLU is applied by the GEMM as it stores (after the bias, which it then must add too).
     let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0)
         && (bias.is_none() || packed.iter().all(PackedA::has_bias));
     let rest = if relu { &posts[1..] } else { posts };
     let one = |o: &mut [f32], img: &[f32]| {
-        RESIDUAL.with_borrow_mut(|r| {
-            if sum.is_some() {
-                r.clear();
-                r.extend_from_slice(o);
-            }
-            image(img, (cg, h, w), f, g, (relu, rest), o);
-            if let Some(s) = sum {
-                s.apply(o, r);
-            }
-        });
+        summed(sum, o, |o| image(img, (cg, h, w), f, g, (relu, rest), o));
     };
     let images = out
         .par_chunks_mut(m * plane)
@@ -352,7 +312,32 @@ fn convolve(
     Ok(())
 }
 
-/// One image of `convolve`: each group's product, then the bias when the GEMM did not add it, then
+/// Whether the packed weights are one per group, each of depth `k`.
+fn packed_fits(f: &Filter, g: &Geometry, k: usize) -> Result<(), String> {
+    if f.packed.len() != g.group || f.packed.iter().any(|p| p.depth() != k) {
+        return Err(format!(
+            "the packed weights do not fit {} groups of depth {k}",
+            g.group
+        ));
+    }
+    Ok(())
+}
+
+/// `compute` on `out`, then the fused sum if any with the residual `out` held before.
+fn summed(sum: Option<SumPost>, out: &mut [f32], compute: impl FnOnce(&mut [f32])) {
+    let Some(s) = sum else {
+        compute(out);
+        return;
+    };
+    RESIDUAL.with_borrow_mut(|r| {
+        r.clear();
+        r.extend_from_slice(out);
+        compute(out);
+        s.apply(out, r);
+    });
+}
+
+/// One image of `convolution_fused`: each group's product, then the bias when the GEMM did not add it, then
 /// the remaining steps.
 fn image(
     img: &[f32],

@@ -399,7 +399,7 @@ fn image_int8<T: Sink>(
                         QuadSource::Phases(data)
                     };
                     let to = (&mut b.quads, &mut b.quad_starts);
-                    channel_quads(from, (cg, len, ncols), (&grid, g.kernel), shift, to);
+                    channel_quads(from, (cg, len, ncols), (&grid, &b.taps), shift, to);
                 }
                 let plane = oh * ow;
                 let dst = &mut o[gi * mg * plane..(gi + 1) * mg * plane];
@@ -470,18 +470,17 @@ enum QuadSource<'a> {
 }
 
 /// The image's channels (`from`) as channel quads into `quads`, with the start of each depth group
-/// (tap, quad) in `starts`; channels past the last whole quad, and the padding, read as the padding
+/// (tap, quad; `taps` the kernel's offsets on the grid) in `starts`; channels past the last whole quad, and the padding, read as the padding
 /// byte (their weights are zero), and the buffer runs on far enough for every strip of `ncols`
 /// columns.
 fn channel_quads(
     from: QuadSource,
     (channels, len, ncols): (usize, usize, usize),
-    (grid, [kh, kw]): (&PhaseGrid, [usize; 2]),
+    (grid, taps): (&PhaseGrid, &[usize]),
     shift: u8,
     (quads, starts): (&mut Vec<u8>, &mut Vec<usize>),
 ) {
-    let taps = (0..kh * kw).map(|t| grid.tap(t / kw, t % kw));
-    let tail = (taps.clone().max().unwrap_or(0) + ncols.div_ceil(32) * 32) * 4;
+    let tail = (taps.iter().max().copied().unwrap_or(0) + ncols.div_ceil(32) * 32) * 4;
     let nq = channels.div_ceil(4);
     quads.clear();
     quads.resize(nq * len * 4 + tail, shift);

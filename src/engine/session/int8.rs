@@ -98,6 +98,15 @@ impl State {
     }
 }
 
+/// What a buffer holding codes a layer wrote (not a sum buffer) holds.
+fn codes_repr(c: Codes) -> Repr {
+    Repr::Int {
+        ty: c.ty,
+        scale: c.scale,
+        sum: false,
+    }
+}
+
 /// A convolution's input and output values and its 4-D input shape (`flat`: an InnerProduct's input
 /// seen as N×K×1×1).
 fn conv_io(
@@ -413,12 +422,16 @@ impl Session<'_, '_> {
             order: conv::SumOrder::MklDnn,
         };
         let relu_posts = f.relu.map(Post::ReLU);
+        // With a sum, the ReLU follows it (`SumPost`).
+        let posts = match f.sum {
+            Some(_) => &[],
+            None => relu_posts.as_slice(),
+        };
         if let (None, true, Some(to)) = (f.sum, bin != bout, self.max_pools_codes(id, top)) {
             // Straight to the codes its MAX Poolings give their readers (`pooled_to_codes`).
             let st = &mut self.int8;
             let mut bytes = std::mem::take(&mut st.bytes[bout]);
             bytes.resize(out.len(), 0);
-            let posts = relu_posts.as_slice();
             let done = self.values[bin]
                 .as_slice()
                 .ok_or_else(|| "non-contiguous input".to_string())
@@ -429,12 +442,7 @@ impl Session<'_, '_> {
             st.bytes[bout] = bytes;
             match done {
                 Ok(true) => {
-                    let repr = Repr::Int {
-                        ty: to.ty,
-                        scale: to.scale,
-                        sum: false,
-                    };
-                    st.stored(bout, repr, &mut out, false);
+                    st.stored(bout, codes_repr(to), &mut out, false);
                     self.values[bout] = out;
                     return Ok(());
                 }
@@ -461,11 +469,6 @@ impl Session<'_, '_> {
                     relu: f.relu,
                 }),
                 codes: also.map(|to| (to, bytes.as_mut_slice())),
-            };
-            let posts = if f.sum.is_some() {
-                &[]
-            } else {
-                relu_posts.as_slice()
             };
             conv::convolution_fused(x, dims, &filter, &f.geometry, (posts, extras), o)
         })();
@@ -647,12 +650,7 @@ impl Session<'_, '_> {
         }
         st.bytes[bout] = out;
         let mut values = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
-        let repr = Repr::Int {
-            ty: to.ty,
-            scale: to.scale,
-            sum: false,
-        };
-        st.stored(bout, repr, &mut values, false);
+        st.stored(bout, codes_repr(to), &mut values, false);
         self.values[bout] = values;
         true
     }
