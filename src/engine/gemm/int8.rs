@@ -484,7 +484,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn vnni(groups: usize, a: *const i8, b: *const u8, c: *mut i32, ldc: usize) {
         // SAFETY: as the caller's.
-        let (lo, hi) = unsafe { sums(groups, a, |q| b.add(q * 128)) };
+        let (lo, hi) = unsafe { sums::<true>(groups, a, |q| b.add(q * 128)) };
         for i in 0..MR {
             unsafe {
                 _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
@@ -526,8 +526,15 @@ mod x86 {
         cols: usize,
         (out, ldo): (*mut T, usize),
     ) {
-        // SAFETY: as the caller's.
-        let (lo, hi) = unsafe { sums(groups, a, b) };
+        // SAFETY: as the caller's. A strip of at most 16 columns (the tail of a small map's grid)
+        // computes only its first half.
+        let (lo, hi) = unsafe {
+            if cols > 16 {
+                sums::<true>(groups, a, b)
+            } else {
+                sums::<false>(groups, a, b)
+            }
+        };
         let (m0, m1) = (lanes(0, cols), lanes(16, cols));
         for (i, p) in params.iter().enumerate().take(MR) {
             // SAFETY: the caller gives `params.len()` rows of `cols` writable values at `out`.
@@ -543,10 +550,11 @@ mod x86 {
         }
     }
 
-    /// The 8 × 32 sums of a panel and a strip, as two halves of 16 columns per row.
+    /// The 8 × 32 sums of a panel and a strip, as two halves of 16 columns per row (the second
+    /// left zero, its activations not read, unless `BOTH`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn sums(
+    unsafe fn sums<const BOTH: bool>(
         groups: usize,
         a: *const i8,
         b: impl Fn(usize) -> *const u8,
@@ -555,18 +563,20 @@ mod x86 {
         let mut hi = [_mm512_setzero_si512(); MR];
         for q in 0..groups {
             // SAFETY (all blocks): the caller sized a, b and c for `groups` groups.
-            let (b0, b1) = unsafe {
-                let row = b(q);
-                (
-                    _mm512_loadu_si512(row.cast()),
-                    _mm512_loadu_si512(row.add(64).cast()),
-                )
+            let row = b(q);
+            let b0 = unsafe { _mm512_loadu_si512(row.cast()) };
+            let b1 = if BOTH {
+                unsafe { _mm512_loadu_si512(row.add(64).cast()) }
+            } else {
+                _mm512_setzero_si512()
             };
             for i in 0..MR {
                 let w = unsafe { a.add((q * MR + i) * 4).cast::<i32>().read_unaligned() };
                 let av = _mm512_set1_epi32(w);
                 lo[i] = _mm512_dpbusd_epi32(lo[i], b0, av);
-                hi[i] = _mm512_dpbusd_epi32(hi[i], b1, av);
+                if BOTH {
+                    hi[i] = _mm512_dpbusd_epi32(hi[i], b1, av);
+                }
             }
         }
         (lo, hi)

@@ -924,9 +924,10 @@ mod tests {
             dilation: [1, 1],
             group,
         };
-        // Phased, pointwise and depthwise, two images each.
+        // Phased (one group and two), pointwise and depthwise, two images each.
         for (g, c, m) in [
             (geo(3, 1, 1), 3, 5),
+            (geo(3, 1, 2), 4, 6),
             (geo(1, 0, 1), 3, 5),
             (geo(3, 1, 4), 4, 4),
         ] {

@@ -110,7 +110,7 @@ impl Int8Conv {
         // Packing a strip per call costs about as much as the products of a few panels, and the
         // quads are read from as many places as the depth has groups: they pay off for kernels
         // wider than 1×1 (the packed strip repeats each value per tap) with few output channels.
-        let on_quads = taps > 1 && mg <= QUADS_MAX_OUTPUTS;
+        let on_quads = taps > 1 && mg <= QUADS_MAX_OUTPUTS.max(QUADS_SMALL_MAP_OUTPUTS);
         let quads = if *FUSES && on_quads && !geometry.is_depthwise(channels, outputs) {
             q.chunks((mg * k).max(1))
                 .take(geometry.group)
@@ -146,6 +146,11 @@ impl Int8Conv {
 /// 16-32-channel 3×3 layers gain; SqueezeNet's 64-256-channel 3×3 layers and its 1×1 layers,
 /// `conv_final` most, are slower on quads; with 64 here SqueezeNet lost about 3%, ResNet-8 gained 3%).
 const QUADS_MAX_OUTPUTS: usize = 32;
+
+/// Up to this many output positions, layers of up to `QUADS_SMALL_MAP_OUTPUTS` channels per group
+/// also run on quads (ResNet-8's 64-channel 8×8 layers: `res3_branch2b` 0.16 → 0.13 ms, one thread).
+const QUADS_SMALL_MAP: usize = 16 * 16;
+const QUADS_SMALL_MAP_OUTPUTS: usize = 64;
 
 /// One group's weights (`rows` × channels·taps, channel-major) with the depth reordered to (tap,
 /// quad of four channels, channel in the quad), the channels padded to whole quads with zero weights.
@@ -354,7 +359,9 @@ fn image_int8<T: Sink>(
     // the padded plane), without splitting them first: when the fused product on quads below
     // runs (the other paths read the phases).
     let fused = T::fuses() && (wq == ow || T::ON_GRID);
-    let quads_from_planes = fused && g.stride == [1, 1] && !conv.quads.is_empty();
+    let on_quads =
+        !conv.quads.is_empty() && (mg <= QUADS_MAX_OUTPUTS || oh * ow <= QUADS_SMALL_MAP);
+    let quads_from_planes = fused && g.stride == [1, 1] && on_quads;
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
         if !direct && !quads_from_planes {
@@ -391,10 +398,10 @@ fn image_int8<T: Sink>(
                 // is the plane, else (codes) onto the grid, then its rows without the extra columns.
                 // The activations are the image's channel quads when the weights are packed for
                 // them, else strips packed per call.
-                let quads = conv.quads.get(gi);
+                let quads = conv.quads.get(gi).filter(|_| on_quads);
                 if quads.is_some() {
                     let from = if quads_from_planes {
-                        QuadSource::Planes(input, [h, w], g.pad)
+                        QuadSource::Planes(input, [h, w])
                     } else {
                         QuadSource::Phases(data)
                     };
@@ -463,16 +470,16 @@ fn image_int8<T: Sink>(
 }
 
 /// What `channel_quads` interleaves: the image's phases (planes of the phase grid's length), or at
-/// stride 1 the image's own planes (h × w), which sit in the grid at the padding's offset.
+/// stride 1 the image's own planes (h × w), each row placed in the grid as it is interleaved.
 enum QuadSource<'a> {
     Phases(&'a [u8]),
-    Planes(&'a [u8], [usize; 2], [usize; 2]),
+    Planes(&'a [u8], [usize; 2]),
 }
 
 /// The image's channels (`from`) as channel quads into `quads`, with the start of each depth group
-/// (tap, quad; `taps` the kernel's offsets on the grid) in `starts`; channels past the last whole quad, and the padding, read as the padding
-/// byte (their weights are zero), and the buffer runs on far enough for every strip of `ncols`
-/// columns.
+/// (tap, quad; `taps` the kernel's offsets on the grid) in `starts`; channels past the last whole
+/// quad, and the padding, read as the padding byte (their weights are zero), and the buffer runs on
+/// far enough for every strip of `ncols` columns.
 fn channel_quads(
     from: QuadSource,
     (channels, len, ncols): (usize, usize, usize),
@@ -485,29 +492,20 @@ fn channel_quads(
     quads.clear();
     quads.resize(nq * len * 4 + tail, shift);
     for (c4, dst) in quads.chunks_mut(len * 4).take(nq).enumerate() {
-        // Runs of four channels' bytes that land side by side: whole phases, or plane rows.
-        let (run, runs, place) = match from {
-            QuadSource::Phases(_) => (len, 1, 0),
-            QuadSource::Planes(_, [h, w], [py, px]) => (w, h, py * grid.wq + px),
-        };
-        for r in 0..runs {
-            let row = |e: usize| {
-                let ch = 4 * c4 + e;
-                (ch < channels).then(|| match from {
-                    QuadSource::Phases(data) => &data[ch * len..(ch + 1) * len],
-                    QuadSource::Planes(x, [h, w], _) => &x[(ch * h + r) * w..(ch * h + r + 1) * w],
-                })
-            };
-            let at = place + r * grid.wq;
-            let dst = &mut dst[4 * at..4 * (at + run)];
-            let rows = [row(0), row(1), row(2), row(3)];
-            if rows.iter().all(Option::is_some) {
-                interleave_quads(rows.map(|r| r.unwrap_or_default()), dst);
-            } else {
-                for (e, r) in rows.iter().enumerate() {
-                    for (p, &v) in r.unwrap_or_default().iter().enumerate() {
-                        dst[4 * p + e] = v;
-                    }
+        let chans: [Option<usize>; 4] =
+            std::array::from_fn(|e| Some(4 * c4 + e).filter(|&ch| ch < channels));
+        match from {
+            QuadSource::Phases(data) => {
+                let rows = chans.map(|c| c.map(|ch| &data[ch * len..(ch + 1) * len]));
+                interleave_into(rows, dst, shift);
+            }
+            QuadSource::Planes(x, [h, w]) => {
+                let px = grid.columns()[0];
+                for (r, at) in grid.plane_rows(h).enumerate() {
+                    let Some(at) = at else { continue };
+                    let rows =
+                        chans.map(|c| c.map(|ch| &x[(ch * h + r) * w..(ch * h + r + 1) * w]));
+                    interleave_into(rows, &mut dst[4 * (at + px)..4 * (at + px + w)], shift);
                 }
             }
         }
@@ -515,6 +513,20 @@ fn channel_quads(
     starts.clear();
     for tap in taps {
         starts.extend((0..nq).map(|c4| (c4 * len + tap) * 4));
+    }
+}
+
+/// Four rows of equal length interleaved into `dst` (`interleave_quads`); a missing row (a channel
+/// past the last) reads as `fill`.
+fn interleave_into(rows: [Option<&[u8]>; 4], dst: &mut [u8], fill: u8) {
+    if let [Some(a), Some(b), Some(c), Some(d)] = rows {
+        interleave_quads([a, b, c, d], dst);
+        return;
+    }
+    for (p, d) in dst.chunks_exact_mut(4).enumerate() {
+        for (e, r) in rows.iter().enumerate() {
+            d[e] = r.map_or(fill, |r| r[p]);
+        }
     }
 }
 
@@ -672,7 +684,7 @@ mod tests {
             dilation: [1, 1],
             group,
         };
-        let scales: Vec<f32> = (0..12).map(|i| 80.0 + 13.0 * i as f32).collect();
+        let scales: Vec<f32> = (0..48).map(|i| 80.0 + 13.0 * i as f32).collect();
         let cases = [
             // (geometry, channels in, channels out, h, w, input type, store, sum, relu)
             (
@@ -800,6 +812,52 @@ mod tests {
                 Store::Int(IntType::S8),
                 Some(1.3),
                 None,
+            ),
+            // 33-64 outputs: on channel quads over a small map (stride 2 from the phases, stride 1
+            // from the planes), on packed strips over a larger one.
+            (
+                geo(3, 2, 1, 1),
+                6,
+                48,
+                9,
+                11,
+                IntType::U8,
+                Store::Int(IntType::U8),
+                Some(0.7),
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 1),
+                6,
+                48,
+                5,
+                6,
+                IntType::S8,
+                Store::Int(IntType::S8),
+                None,
+                None,
+            ),
+            (
+                geo(3, 1, 1, 1),
+                5,
+                40,
+                17,
+                16,
+                IntType::U8,
+                Store::Int(IntType::U8),
+                None,
+                Some(0.0),
+            ),
+            (
+                geo(3, 2, 0, 1),
+                5,
+                7,
+                10,
+                13,
+                IntType::S8,
+                Store::Int(IntType::U8),
+                None,
+                Some(0.0),
             ),
             // A 1×1 stride-2 projection reads one phase of four (ResNet's shortcut).
             (

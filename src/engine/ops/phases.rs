@@ -15,8 +15,10 @@ pub struct PhaseGrid {
     stride: [usize; 2],
     pad: [usize; 2],
     dilation: [usize; 2],
-    /// The phases some tap reads: bit r of rows (row phase r), bit s of columns; the others are
-    /// left as filled (a 1×1 stride-2 convolution reads one phase of four).
+    /// The phases some tap reads: bit r of rows (row phase r), bit s of columns; rows of the others
+    /// are left as filled (a 1×1 stride-2 convolution reads one phase of four; at a column stride
+    /// of 2 both column phases of a row read are written, one deinterleave being faster than a
+    /// strided copy of half the row).
     read: [u64; 2],
 }
 
@@ -77,45 +79,83 @@ impl PhaseGrid {
         out.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| self.tap(ky, kx))));
     }
 
+    /// Where each row of a plane `h` rows high goes in one channel's phases: the start of its
+    /// padded row in column phase 0, or None for a row phase no tap reads. Incremental: a division
+    /// per row cost more than copying the short rows of small maps.
+    pub fn plane_rows(&self, h: usize) -> impl Iterator<Item = Option<usize>> + use<> {
+        let ([sy, sx], py, (hq, wq), read) =
+            (self.stride, self.pad[0], (self.hq, self.wq), self.read[0]);
+        row_phases(py, sy)
+            .take(h)
+            .map(move |(ry, qy)| reads(read, ry).then_some((ry * sx * hq + qy) * wq))
+    }
+
+    /// Where a row's columns start from its `plane_rows` offset: at a column stride of 1 all of
+    /// them from the first (twice); at 2 its even and its odd columns (padded column xp = x + px is
+    /// column xp / 2 of phase xp % 2).
+    pub fn columns(&self) -> [usize; 2] {
+        let (px, len) = (self.pad[1], self.hq * self.wq);
+        match self.stride[1] {
+            1 => [px; 2],
+            _ => [
+                (px % 2) * len + px / 2,
+                ((px + 1) % 2) * len + px.div_ceil(2),
+            ],
+        }
+    }
+
     /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
-    /// beforehand); phases no tap reads are left as filled. The row and column arithmetic is
-    /// incremental: a division per row cost more than copying the short rows of small maps.
-    pub fn split<T: Copy>(&self, plane: &[T], w: usize, out: &mut [T]) {
-        let ([sy, sx], [py, px], (hq, wq)) = (self.stride, self.pad, (self.hq, self.wq));
-        let reads = |mask: u64, phase: usize| phase >= 64 || mask >> phase & 1 == 1;
+    /// beforehand); row phases no tap reads are left as filled.
+    pub fn split<T: Element>(&self, plane: &[T], w: usize, out: &mut [T]) {
+        let (sx, w) = (self.stride[1], w.max(1));
         let rows = || {
-            let at = row_phases(py, sy);
             plane
-                .chunks_exact(w.max(1))
-                .zip(at)
-                .filter(|(_, (ry, _))| reads(self.read[0], *ry))
+                .chunks_exact(w)
+                .zip(self.plane_rows(plane.len() / w))
+                .filter_map(|(row, at)| Some((row, at?)))
         };
-        if sx == 1 {
-            for (row, (ry, qy)) in rows() {
-                let dst = (ry * hq + qy) * wq + px;
-                copy_short(&mut out[dst..dst + w], row);
+        let [first, second] = self.columns();
+        match sx {
+            1 => rows().for_each(|(row, at)| copy_short(&mut out[at + first..][..row.len()], row)),
+            2 => {
+                let (evens, odds) = (w.div_ceil(2), w / 2);
+                for (row, at) in rows() {
+                    // The even columns' phase and the odd columns' phase, in either order.
+                    let (lo, hi) = (first.min(second), first.max(second));
+                    let (a, b) = out.split_at_mut(at + hi);
+                    let (low, high) = (&mut a[at + lo..], b);
+                    let (e, o) = if first < second {
+                        (&mut low[..evens], &mut high[..odds])
+                    } else {
+                        (&mut high[..evens], &mut low[..odds])
+                    };
+                    T::deinterleave(row, e, o);
+                }
             }
-        } else if sx == 2 && self.read[1] == 0b11 {
-            for (row, (ry, qy)) in rows() {
-                pairs(row, px, &mut out[(ry * 2 * hq + qy) * wq..], hq * wq);
-            }
-        } else {
-            // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided run
-            // (the same columns of every row).
-            for phase in (0..sx).filter(|&p| reads(self.read[1], p)) {
-                let x0 = (phase + sx - px % sx) % sx;
-                let (col, n) = ((x0 + px) / sx, w.saturating_sub(x0).div_ceil(sx));
-                for (row, (ry, qy)) in rows() {
-                    let dst = ((ry * sx + phase) * hq + qy) * wq + col;
-                    let taps = row.iter().skip(x0).step_by(sx);
-                    out[dst..dst + n]
-                        .iter_mut()
-                        .zip(taps)
-                        .for_each(|(d, &v)| *d = v);
+            _ => {
+                // Padded column xp = x + px goes to phase xp % sx at xp / sx: per phase, a strided
+                // run (the same columns of every row).
+                let px = self.pad[1];
+                for phase in (0..sx).filter(|&p| reads(self.read[1], p)) {
+                    let x0 = (phase + sx - px % sx) % sx;
+                    let (col, n) = ((x0 + px) / sx, w.saturating_sub(x0).div_ceil(sx));
+                    for (row, at) in rows() {
+                        let dst = at + phase * self.hq * self.wq + col;
+                        let taps = row.iter().skip(x0).step_by(sx);
+                        out[dst..dst + n]
+                            .iter_mut()
+                            .zip(taps)
+                            .for_each(|(d, &v)| *d = v);
+                    }
                 }
             }
         }
     }
+}
+
+/// Whether bit `phase` of a `PhaseGrid::read` mask is set (phases past 64 are all read).
+fn reads(mask: u64, phase: usize) -> bool {
+    phase >= 64 || mask >> phase & 1 == 1
 }
 
 /// (Row phase, row within it) of padded rows pad, pad + 1, …: row yp is row yp / stride of phase
@@ -131,29 +171,112 @@ fn row_phases(pad: usize, stride: usize) -> impl Iterator<Item = (usize, usize)>
     })
 }
 
-/// One row into its two column phases (stride 2): padded column xp = x + px goes to phase xp % 2 at
-/// xp / 2 (phase 1 starts `phase_len` after phase 0 in `out`), one pair of columns at a time.
-fn pairs<T: Copy>(row: &[T], px: usize, out: &mut [T], phase_len: usize) {
-    let (even, odd) = out.split_at_mut(phase_len);
-    // A first column at an odd padded position goes alone; then pairs (even, odd) from there.
-    let first = px % 2;
-    if let (1, Some(&v)) = (first, row.first()) {
-        odd[px / 2] = v;
+/// A plane's element, with its fastest split of a row into even and odd columns.
+pub trait Element: Copy {
+    /// `even[i] = row[2i]` and `odd[i] = row[2i + 1]`, for the columns `row` holds (`even` holds
+    /// ⌈len/2⌉ values, `odd` ⌊len/2⌋).
+    fn deinterleave(row: &[Self], even: &mut [Self], odd: &mut [Self]) {
+        deinterleave_scalar(row, even, odd);
     }
-    let at = (first + px) / 2;
-    let rest = row.get(first..).unwrap_or_default();
-    let pairs = rest.chunks_exact(2);
+}
+
+fn deinterleave_scalar<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
+    let pairs = row.chunks_exact(2);
     let (n, last) = (pairs.len(), pairs.remainder().first().copied());
-    for ((e, o), p) in even[at..at + n]
-        .iter_mut()
-        .zip(&mut odd[at..at + n])
-        .zip(pairs)
-    {
+    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
         *e = p[0];
         *o = p[1];
     }
     if let Some(v) = last {
-        even[at + n] = v;
+        even[n] = v;
+    }
+}
+
+impl Element for u8 {
+    fn deinterleave(row: &[u8], even: &mut [u8], odd: &mut [u8]) {
+        // 32 bytes at a time, then 16 (the rows of 16-wide maps).
+        let whole = row.len() / 16 * 16;
+        #[cfg(target_arch = "x86_64")]
+        for at in (0..whole).step_by(32) {
+            let n = (whole - at).min(32);
+            let (e, o) = (
+                &mut even[at / 2..at / 2 + n / 2],
+                &mut odd[at / 2..at / 2 + n / 2],
+            );
+            x86::deinterleave(&row[at..at + n], e, o);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let whole = 0;
+        deinterleave_scalar(&row[whole..], &mut even[whole / 2..], &mut odd[whole / 2..]);
+    }
+}
+
+impl Element for f32 {
+    fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        let whole = row.len() / 8 * 8;
+        #[cfg(target_arch = "x86_64")]
+        for at in (0..whole).step_by(8) {
+            let (e, o) = (&mut even[at / 2..at / 2 + 4], &mut odd[at / 2..at / 2 + 4]);
+            x86::deinterleave_8(
+                row[at..at + 8]
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!()),
+                e,
+                o,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let whole = 0;
+        deinterleave_scalar(&row[whole..], &mut even[whole / 2..], &mut odd[whole / 2..]);
+    }
+}
+
+/// SSE2 deinterleaves (part of every x86-64 CPU, so no run-time check).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// 32 or 16 bytes into their even and odd bytes: the even bytes are the low halves of the
+    /// 16-bit lanes, the odd ones the high halves, each packed back to bytes (no saturation: ≤ 255).
+    pub fn deinterleave(row: &[u8], even: &mut [u8], odd: &mut [u8]) {
+        let n = row.len();
+        assert!((n == 32 || n == 16) && even.len() == n / 2 && odd.len() == n / 2);
+        // SAFETY: SSE2 is baseline on x86-64; n bytes are read from `row`, n/2 written to each of
+        // `even` and `odd` (asserted above).
+        unsafe {
+            let a = _mm_loadu_si128(row.as_ptr().cast());
+            let b = if n == 32 {
+                _mm_loadu_si128(row.as_ptr().add(16).cast())
+            } else {
+                _mm_setzero_si128()
+            };
+            let low = _mm_set1_epi16(0xff);
+            let e = _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low));
+            let o = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+            if n == 32 {
+                _mm_storeu_si128(even.as_mut_ptr().cast(), e);
+                _mm_storeu_si128(odd.as_mut_ptr().cast(), o);
+            } else {
+                _mm_storel_epi64(even.as_mut_ptr().cast(), e);
+                _mm_storel_epi64(odd.as_mut_ptr().cast(), o);
+            }
+        }
+    }
+
+    /// 8 floats into their 4 even and 4 odd ones (bit patterns moved, not computed on).
+    pub fn deinterleave_8(row: &[f32; 8], even: &mut [f32], odd: &mut [f32]) {
+        assert!(even.len() >= 4 && odd.len() >= 4);
+        // SAFETY: SSE is baseline on x86-64; 8 floats are read from `row`, 4 written to each of
+        // `even` and `odd` (asserted above).
+        unsafe {
+            let (a, b) = (
+                _mm_loadu_ps(row.as_ptr()),
+                _mm_loadu_ps(row.as_ptr().add(4)),
+            );
+            _mm_storeu_ps(even.as_mut_ptr(), _mm_shuffle_ps::<0b10_00_10_00>(a, b));
+            _mm_storeu_ps(odd.as_mut_ptr(), _mm_shuffle_ps::<0b11_01_11_01>(a, b));
+        }
     }
 }
 
@@ -168,5 +291,74 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
     for (a, &b) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *a = b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Phase (r, s) at (qy, qx) is padded pixel (qy·sy + r, qx·sx + s): the definition, for kernels
+    /// that read every phase, over widths around the vector lengths and odd and even paddings.
+    fn split_is_the_definition<T: Element + PartialEq + std::fmt::Debug>(value: fn(usize) -> T) {
+        let fill = value(usize::MAX);
+        for (stride, pad, w) in [
+            (1, 1, 5),
+            (2, 0, 31),
+            (2, 1, 32),
+            (2, 1, 33),
+            (2, 1, 16),
+            (2, 0, 49),
+            (2, 2, 70),
+            (2, 0, 64),
+            (3, 1, 35),
+        ] {
+            let h = 4;
+            let g = Geometry {
+                kernel: [3, 3],
+                stride: [stride; 2],
+                pad: [pad; 2],
+                dilation: [1, 1],
+                group: 1,
+            };
+            let grid = PhaseGrid::new(&g, [h, w]);
+            let plane: Vec<T> = (0..h * w).map(value).collect();
+            let mut out = vec![fill; grid.channel_len()];
+            grid.split(&plane, w, &mut out);
+            let (hq, wq) = (grid.hq, grid.wq);
+            for (i, &got) in out.iter().enumerate() {
+                let (phase, at) = (i / (hq * wq), i % (hq * wq));
+                let (yp, xp) = (
+                    at / wq * stride + phase / stride,
+                    at % wq * stride + phase % stride,
+                );
+                let inside = (pad..pad + h).contains(&yp) && (pad..pad + w).contains(&xp);
+                let want = if inside {
+                    plane[(yp - pad) * w + xp - pad]
+                } else {
+                    fill
+                };
+                assert_eq!(
+                    got, want,
+                    "stride {stride} pad {pad} width {w}: phase {phase} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn split_of_bytes_is_the_definition() {
+        split_is_the_definition(|i| {
+            if i == usize::MAX {
+                0
+            } else {
+                (i % 251 + 1) as u8
+            }
+        });
+    }
+
+    #[test]
+    fn split_of_floats_is_the_definition() {
+        split_is_the_definition(|i| if i == usize::MAX { 0.0 } else { i as f32 + 0.5 });
     }
 }
