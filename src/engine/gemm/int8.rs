@@ -233,19 +233,97 @@ pub trait Requantized: Copy {}
 impl Requantized for u8 {}
 impl Requantized for f32 {}
 
+/// How the n columns of a product land in an output row: column j of a phase grid `wq` wide is
+/// output position (j / wq)·`ow` + j % wq when j % wq < `ow`, and dropped otherwise (the grid's extra
+/// columns); `wq == ow` is a plain row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridRows {
+    pub wq: usize,
+    pub ow: usize,
+}
+
+impl GridRows {
+    /// The output row's length the first n columns reach.
+    fn span(self, n: usize) -> usize {
+        match n.checked_sub(1) {
+            Some(last) if self.wq > 0 => {
+                last / self.wq * self.ow + (last % self.wq).min(self.ow - 1) + 1
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether `out` holds `rows` rows `ldo` apart of the positions n columns reach.
+    fn fits<T>(self, n: usize, rows: usize, (out, ldo): (&[T], usize)) -> bool {
+        let span = self.span(n);
+        self.ow >= 1
+            && self.wq >= self.ow
+            && (rows == 0 || (ldo >= span && out.len() >= (rows - 1) * ldo + span))
+    }
+}
+
+/// The most runs 16 columns of a grid fall into (one per grid row they touch, at least one column
+/// wide).
+const MAX_RUNS: usize = 17;
+
+/// Where the two halves of a strip's 32 columns go in an output row: per half, runs of lanes (the
+/// output position of lane 0, the mask of the lanes) as `GridRows` places them.
+#[derive(Debug, Clone, Copy)]
+struct StripRuns {
+    halves: [([(isize, u16); MAX_RUNS], usize); 2],
+}
+
+impl StripRuns {
+    /// Columns j0..j0 + cols (at most 32).
+    fn new(j0: usize, cols: usize, grid: GridRows) -> Self {
+        let mut halves = [([(0isize, 0u16); MAX_RUNS], 0usize); 2];
+        let GridRows { wq, ow } = grid;
+        for (h, (runs, count)) in halves.iter_mut().enumerate() {
+            let (c0, end) = (j0 + 16 * h, j0 + cols.min(32));
+            if c0 >= end {
+                continue;
+            }
+            let lanes = |from: usize, to: usize| -> u16 {
+                ((1u32 << (to - c0)) - (1u32 << (from - c0))) as u16
+            };
+            if wq == ow {
+                runs[0] = (c0 as isize, lanes(c0, end.min(c0 + 16)));
+                *count = 1;
+                continue;
+            }
+            let last = end.min(c0 + 16);
+            let mut y = c0 / wq;
+            while y * wq < last && *count < MAX_RUNS {
+                let (from, to) = ((y * wq).max(c0), (y * wq + ow).min(last));
+                if from < to {
+                    runs[*count] = (c0 as isize - (y * (wq - ow)) as isize, lanes(from, to));
+                    *count += 1;
+                }
+                y += 1;
+            }
+        }
+        Self { halves }
+    }
+
+    fn half(&self, h: usize) -> &[(isize, u16)] {
+        let (runs, count) = &self.halves[h];
+        &runs[..*count]
+    }
+}
+
 /// `gemm_u8s8` with each row's sums requantized by `params[row]` straight from the VNNI kernel's
-/// registers into codes or values: row i's n columns at `out[i·ldo..]` (which hold the residual
-/// when there is a sum). False, touching nothing, without VNNI (the caller then requantizes the
-/// sums).
+/// registers into codes or values: row i's columns at `out[i·ldo..]`, placed as `grid` says (which
+/// hold the residual when there is a sum). False, touching nothing, without VNNI (the caller then
+/// requantizes the sums).
 pub fn gemm_u8s8_requant<T: Requantized>(
     a: &PackedS8,
     b: RowsU8,
-    n: usize,
+    (n, grid): (usize, GridRows),
     params: &[RowParams],
     (out, ldo): (&mut [T], usize),
     s: &mut Scratch8,
 ) -> bool {
-    let fits = a.rows == 0 || (ldo >= n && out.len() >= (a.rows - 1) * ldo + n);
+    let fits = grid.fits(n, a.rows, (out, ldo));
     if a.isa != Isa8::Vnni || !a.isa.available() || b.starts.len() != a.depth || !fits {
         return false;
     }
@@ -257,12 +335,13 @@ pub fn gemm_u8s8_requant<T: Requantized>(
     for j0 in (0..n).step_by(nr) {
         let cols = nr.min(n - j0);
         pack_strip(a.isa, b, j0, cols, groups, s);
+        let runs = StripRuns::new(j0, cols, grid);
         for r in 0..a.rows.div_ceil(MR) {
             let rows = MR.min(a.rows - r * MR);
             let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
             // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes, the strip
-            // groups·32·4 bytes; `out` holds rows r·MR..r·MR + rows at columns j0..j0 + cols
-            // (`fits` above), and the kernel writes only those.
+            // groups·32·4 bytes; `out` holds rows r·MR..r·MR + rows at the positions of columns
+            // j0..j0 + cols (`fits` above), and the kernel writes only those (`runs`).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 let strip = s.bytes.as_ptr();
@@ -270,8 +349,8 @@ pub fn gemm_u8s8_requant<T: Requantized>(
                     groups,
                     (panel.as_ptr(), |q| strip.add(q * 128)),
                     &params[r * MR..r * MR + rows],
-                    cols,
-                    (out[(r * MR) * ldo + j0..].as_mut_ptr(), ldo),
+                    &runs,
+                    (out[(r * MR) * ldo..].as_mut_ptr(), ldo),
                 );
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -320,11 +399,11 @@ pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
 pub fn gemm_u8s8_quads<T: Requantized>(
     a: &PackedS8,
     b: Quads,
-    n: usize,
+    (n, grid): (usize, GridRows),
     params: &[RowParams],
     (out, ldo): (&mut [T], usize),
 ) -> bool {
-    let fits = a.rows == 0 || (ldo >= n && out.len() >= (a.rows - 1) * ldo + n);
+    let fits = grid.fits(n, a.rows, (out, ldo));
     let reach = b
         .starts
         .iter()
@@ -337,14 +416,14 @@ pub fn gemm_u8s8_quads<T: Requantized>(
     }
     let panel_len = groups * MR * 4;
     for j0 in (0..n).step_by(32) {
-        let cols = 32.min(n - j0);
+        let runs = StripRuns::new(j0, 32.min(n - j0), grid);
         for r in 0..a.rows.div_ceil(MR) {
             let rows = MR.min(a.rows - r * MR);
             let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
             // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes; group q
             // reads 128 bytes at starts[q] + 4·j0, inside `b.data` (`reach` above); `out` holds rows
-            // r·MR..r·MR + rows at columns j0..j0 + cols (`fits` above), and the kernel writes only
-            // those.
+            // r·MR..r·MR + rows at the positions of columns j0..j0 + 32 (`fits` above), and the
+            // kernel writes only those (`runs`).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 let (base, starts) = (b.data.as_ptr(), b.starts.as_ptr());
@@ -352,12 +431,12 @@ pub fn gemm_u8s8_quads<T: Requantized>(
                     groups,
                     (panel.as_ptr(), |q| base.add(*starts.add(q) + 4 * j0)),
                     &params[r * MR..r * MR + rows],
-                    cols,
-                    (out[(r * MR) * ldo + j0..].as_mut_ptr(), ldo),
+                    &runs,
+                    (out[(r * MR) * ldo..].as_mut_ptr(), ldo),
                 );
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (panel, rows, cols);
+            let _ = (panel, rows, &runs);
         }
     }
     true
@@ -453,9 +532,9 @@ fn portable(a: &[i16], b: &[i16], block: &mut [i32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::MR;
+    use super::{MR, StripRuns};
     use crate::engine::gemm::requant::RowParams;
-    use crate::engine::gemm::requant::x86::{codes_from_sums, lanes, values_from_sums};
+    use crate::engine::gemm::requant::x86::{codes_from_sums_in_runs, values_from_sums_in_runs};
 
     /// `super::multiply_add_portable` compiled for AVX-512 F.
     #[target_feature(enable = "avx512f")]
@@ -493,58 +572,57 @@ mod x86 {
         }
     }
 
-    /// A requantized store of 16 sums (masked) of one row.
+    /// A requantized store of 16 sums of one row, in runs (`codes_from_sums_in_runs`).
     pub trait Lanes16: Copy {
         /// # Safety
-        /// The CPU has AVX-512 F/BW/VL; the mask covers only lanes inside `dst`.
-        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16);
+        /// The CPU has AVX-512 F/BW/VL; each run's mask covers only lanes inside the output.
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, base: *mut Self, runs: &[(isize, u16)]);
     }
 
     impl Lanes16 for u8 {
         #[inline]
-        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16) {
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, base: *mut Self, runs: &[(isize, u16)]) {
             // SAFETY: as the caller's.
-            unsafe { codes_from_sums(p, sums, dst, m) }
+            unsafe { codes_from_sums_in_runs(p, sums, base, runs) }
         }
     }
 
     impl Lanes16 for f32 {
         #[inline]
-        unsafe fn store_sums(p: &RowParams, sums: __m512i, dst: *mut Self, m: __mmask16) {
+        unsafe fn store_sums(p: &RowParams, sums: __m512i, base: *mut Self, runs: &[(isize, u16)]) {
             // SAFETY: as the caller's.
-            unsafe { values_from_sums(p, sums, dst, m) }
+            unsafe { values_from_sums_in_runs(p, sums, base, runs) }
         }
     }
 
-    /// As `vnni`, with row i's 32 sums requantized by `params[i]` into codes or values at
-    /// `out + i·ldo` (the first `cols`; the rows past `params.len()` dropped).
+    /// As `vnni`, with row i's 32 sums requantized by `params[i]` into codes or values in the row
+    /// at `out + i·ldo`, where `runs` places them (the rows past `params.len()` dropped).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn vnni_requant<T: Lanes16>(
+    pub(super) unsafe fn vnni_requant<T: Lanes16>(
         groups: usize,
         (a, b): (*const i8, impl Fn(usize) -> *const u8),
         params: &[RowParams],
-        cols: usize,
+        runs: &StripRuns,
         (out, ldo): (*mut T, usize),
     ) {
         // SAFETY: as the caller's. A strip of at most 16 columns (the tail of a small map's grid)
         // computes only its first half.
         let (lo, hi) = unsafe {
-            if cols > 16 {
-                sums::<true>(groups, a, b)
-            } else {
+            if runs.half(1).is_empty() {
                 sums::<false>(groups, a, b)
+            } else {
+                sums::<true>(groups, a, b)
             }
         };
-        let (m0, m1) = (lanes(0, cols), lanes(16, cols));
         for (i, p) in params.iter().enumerate().take(MR) {
-            // SAFETY: the caller gives `params.len()` rows of `cols` writable values at `out`.
+            // SAFETY: the caller gives `params.len()` rows at `out`, holding the positions `runs`
+            // writes.
             unsafe {
                 let row = out.add(i * ldo);
-                if m0 != 0 {
-                    T::store_sums(p, lo[i], row, m0);
-                }
-                if m1 != 0 {
-                    T::store_sums(p, hi[i], row.add(16), m1);
+                for (sums, h) in [(lo[i], 0), (hi[i], 1)] {
+                    if !runs.half(h).is_empty() {
+                        T::store_sums(p, sums, row, runs.half(h));
+                    }
                 }
             }
         }
@@ -617,6 +695,40 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    #[test]
+    fn strip_runs_place_each_grid_column_once_and_drop_the_extra_ones() {
+        for (wq, ow) in [(8, 8), (10, 8), (34, 32), (3, 1), (1, 1), (7, 2), (17, 16)] {
+            let grid = GridRows { wq, ow };
+            let n = 5 * wq + ow - wq.min(2);
+            for j0 in (0..n).step_by(32) {
+                let cols = 32.min(n - j0);
+                let runs = StripRuns::new(j0, cols, grid);
+                for j in j0..j0 + cols {
+                    let (h, lane) = ((j - j0) / 16, (j - j0) % 16);
+                    let at: Vec<isize> = runs
+                        .half(h)
+                        .iter()
+                        .filter(|(_, m)| m >> lane & 1 == 1)
+                        .map(|&(d, _)| d + lane as isize)
+                        .collect();
+                    let want = (j % wq < ow).then(|| (j / wq * ow + j % wq) as isize);
+                    assert_eq!(
+                        at,
+                        want.into_iter().collect::<Vec<_>>(),
+                        "{wq} {ow} column {j}"
+                    );
+                }
+                let last = (j0 + cols - 1) % wq < ow;
+                if last {
+                    assert_eq!(
+                        grid.span(j0 + cols),
+                        (j0 + cols - 1) / wq * ow + (j0 + cols - 1) % wq + 1
+                    );
+                }
+            }
+        }
     }
 
     #[test]

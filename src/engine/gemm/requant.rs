@@ -174,11 +174,24 @@ pub(super) mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn store(y: __m512, ty: IntType, dst: *mut u8, mask: __mmask16) {
+        // SAFETY: as the caller's.
+        unsafe { store_bytes(narrow(y, ty), dst, mask) }
+    }
+
+    /// The codes' bytes of 16 values (`store` without the store).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn narrow(y: __m512, ty: IntType) -> __m128i {
         let (lo, hi, zero) = range(ty);
         let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
         let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(zero));
         // Narrowed in a register: the memory form of vpmovdb is slow on some CPUs (Zen 4).
-        let bytes = _mm512_cvtepi32_epi8(q);
+        _mm512_cvtepi32_epi8(q)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn store_bytes(bytes: __m128i, dst: *mut u8, mask: __mmask16) {
         // SAFETY: the caller's mask covers only lanes inside `dst`.
         unsafe {
             if mask == 0xffff {
@@ -193,9 +206,16 @@ pub(super) mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(src: *const u8, ty: IntType, mask: __mmask16) -> __m512 {
-        let zero = _mm512_set1_epi32(range(ty).2);
         // SAFETY: the caller's mask covers only lanes inside `src`.
         let bytes = unsafe { _mm_maskz_loadu_epi8(mask, src as *const i8) };
+        codes_as_values(bytes, ty)
+    }
+
+    /// 16 codes' bytes as f32.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn codes_as_values(bytes: __m128i, ty: IntType) -> __m512 {
+        let zero = _mm512_set1_epi32(range(ty).2);
         _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), zero))
     }
 
@@ -293,10 +313,30 @@ pub(super) mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn values_from_sums(p: &RowParams, a: __m512i, dst: *mut f32, m: __mmask16) {
-        // SAFETY: the caller's mask covers only lanes inside `dst`.
-        unsafe {
-            let y = value(p, a, || _mm512_maskz_loadu_ps(m, dst));
-            _mm512_mask_storeu_ps(dst, m, y);
+        // SAFETY: as the caller's.
+        unsafe { values_from_sums_in_runs(p, a, dst, &[(0, m)]) }
+    }
+
+    /// `values_from_sums` with the 16 lanes in runs: lane i of run (d, m) (the lanes of mask m, the
+    /// runs' masks disjoint) at `base + d + i`, as a phase grid's columns land in the output rows.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn values_from_sums_in_runs(
+        p: &RowParams,
+        a: __m512i,
+        base: *mut f32,
+        runs: &[(isize, __mmask16)],
+    ) {
+        // SAFETY (both blocks): each run's mask covers only lanes inside the output; the offset
+        // pointer itself may lie before it (wrapping arithmetic), no masked-off lane is touched.
+        let residual = || {
+            runs.iter().fold(_mm512_setzero_ps(), |v, &(d, m)| unsafe {
+                _mm512_mask_loadu_ps(v, m, base.wrapping_offset(d))
+            })
+        };
+        let y = value(p, a, residual);
+        for &(d, m) in runs {
+            unsafe { _mm512_mask_storeu_ps(base.wrapping_offset(d), m, y) };
         }
     }
 
@@ -305,21 +345,37 @@ pub(super) mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn codes_from_sums(p: &RowParams, a: __m512i, dst: *mut u8, m: __mmask16) {
-        // SAFETY: the caller's mask covers only lanes inside `dst`.
-        let mut y = value(p, a, || unsafe { load(dst, p.ty, m) });
+        // SAFETY: as the caller's.
+        unsafe { codes_from_sums_in_runs(p, a, dst, &[(0, m)]) }
+    }
+
+    /// `codes_from_sums` with the 16 lanes in runs, as `values_from_sums_in_runs`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn codes_from_sums_in_runs(
+        p: &RowParams,
+        a: __m512i,
+        base: *mut u8,
+        runs: &[(isize, __mmask16)],
+    ) {
+        // SAFETY (both blocks): as in `values_from_sums_in_runs`.
+        let residual = || {
+            let bytes = runs.iter().fold(_mm_setzero_si128(), |v, &(d, m)| unsafe {
+                _mm_mask_loadu_epi8(v, m, base.wrapping_offset(d) as *const i8)
+            });
+            codes_as_values(bytes, p.ty)
+        };
+        let mut y = value(p, a, residual);
         if let Some(f) = p.then {
             let (lo, hi, _) = range(p.ty);
             let c = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
             let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(c);
             y = _mm512_mul_ps(q, _mm512_set1_ps(f));
         }
-        // SAFETY: as above.
-        unsafe { store(y, p.ty, dst, m) };
-    }
-
-    /// The 16-lane mask of lanes i.. of n (0 when none).
-    pub fn lanes(i: usize, n: usize) -> __mmask16 {
-        if i >= n { 0 } else { mask(i, n) }
+        let bytes = narrow(y, p.ty);
+        for &(d, m) in runs {
+            unsafe { store_bytes(bytes, base.wrapping_offset(d), m) };
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::conv::Geometry;
 use super::phases::PhaseGrid;
 use crate::engine::gemm::int8::{
-    Isa8, PackedS8, Quads, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_quads,
+    GridRows, Isa8, PackedS8, Quads, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_quads,
     gemm_u8s8_requant, interleave_quads, multiply_add_u8,
 };
 use crate::engine::gemm::requant::{self, RowParams};
@@ -183,8 +183,6 @@ struct Buffers {
     /// Per output channel requantization with a second factor (placed in a Concat).
     params: Vec<RowParams>,
     image: Vec<u8>,
-    /// Codes on the phase grid (its rows wq wide), when that is wider than the output rows.
-    grid: Vec<u8>,
     /// The image's phases as channel quads (`gemm::int8::Quads`) and the start of each depth group.
     quads: Vec<u8>,
     quad_starts: Vec<usize>,
@@ -216,15 +214,6 @@ trait Sink: Requantized + Send {
         *FUSES
     }
 
-    /// Whether the fused kernel also runs on a phase grid wider than the output rows (through a
-    /// grid of codes; `bytes`).
-    const ON_GRID: bool = false;
-
-    /// The outputs as the bytes of codes (the type the kernel requantizes into).
-    fn bytes(_: &mut [Self]) -> Option<&mut [u8]> {
-        None
-    }
-
     /// The vectorized requantization of a run, when there is one for this type and CPU.
     fn vectorized(_: &RowParams, _: &[i32], _: (usize, usize), _: &mut [Self]) -> bool {
         false
@@ -244,12 +233,6 @@ impl Sink for u8 {
 
     fn vectorized(p: &RowParams, acc: &[i32], rows: (usize, usize), dst: &mut [Self]) -> bool {
         requant::rows_u8(p, acc, rows, dst)
-    }
-
-    const ON_GRID: bool = true;
-
-    fn bytes(dst: &mut [Self]) -> Option<&mut [u8]> {
-        Some(dst)
     }
 }
 
@@ -358,7 +341,7 @@ fn image_int8<T: Sink>(
     // At stride 1 the channel quads are interleaved straight from the planes (the phase grid is
     // the padded plane), without splitting them first: when the fused product on quads below
     // runs (the other paths read the phases).
-    let fused = T::fuses() && (wq == ow || T::ON_GRID);
+    let fused = T::fuses();
     let on_quads =
         !conv.quads.is_empty() && (mg <= QUADS_MAX_OUTPUTS || oh * ow <= QUADS_SMALL_MAP);
     let quads_from_planes = fused && g.stride == [1, 1] && on_quads;
@@ -421,24 +404,11 @@ fn image_int8<T: Sink>(
                     data,
                     starts: &b.starts,
                 };
-                let done = if wq == ow {
-                    match quads {
-                        Some((w4, x)) => gemm_u8s8_quads(w4, x, ncols, params, (dst, ncols)),
-                        None => {
-                            gemm_u8s8_requant(wg, rows, ncols, params, (dst, ncols), &mut b.gemm)
-                        }
-                    }
-                } else {
-                    let has_sum = params.iter().any(|p| p.sum.is_some());
-                    let product = |grid: &mut [u8], ncols: usize| match quads {
-                        Some((w4, x)) => gemm_u8s8_quads(w4, x, ncols, params, (grid, ncols)),
-                        None => {
-                            gemm_u8s8_requant(wg, rows, ncols, params, (grid, ncols), &mut b.gemm)
-                        }
-                    };
-                    T::bytes(dst).is_some_and(|d| {
-                        on_grid(params.len(), (ow, wq, has_sum), d, &mut b.grid, product)
-                    })
+                // The grid's columns land in the output rows; its extra columns are dropped.
+                let to = (ncols, GridRows { wq, ow });
+                let done = match quads {
+                    Some((w4, x)) => gemm_u8s8_quads(w4, x, to, params, (dst, plane)),
+                    None => gemm_u8s8_requant(wg, rows, to, params, (dst, plane), &mut b.gemm),
                 };
                 if !done {
                     unreachable!("an instruction set that fuses the requantization");
@@ -528,41 +498,6 @@ fn interleave_into(rows: [Option<&[u8]>; 4], dst: &mut [u8], fill: u8) {
             d[e] = r.map_or(fill, |r| r[p]);
         }
     }
-}
-
-/// The fused product (`product`, into rows `ncols` apart) on the phase grid (`grid`, rows `wq`
-/// wide), the residual codes moved onto it first when there is a sum, then each output row copied out
-/// without the grid's extra columns.
-fn on_grid(
-    channels: usize,
-    (ow, wq, has_sum): (usize, usize, bool),
-    dst: &mut [u8],
-    grid: &mut Vec<u8>,
-    product: impl FnOnce(&mut [u8], usize) -> bool,
-) -> bool {
-    let plane = dst.len() / channels.max(1);
-    let oh = plane / ow.max(1);
-    let ncols = (oh.max(1) - 1) * wq + ow;
-    grid.resize(channels * ncols, 0);
-    let copy_rows = |grid: &mut [u8], dst: &mut [u8], into_grid: bool| {
-        for (g, d) in grid.chunks_mut(ncols).zip(dst.chunks_mut(plane)) {
-            for (gr, dr) in g.chunks_mut(wq).zip(d.chunks_mut(ow)) {
-                if into_grid {
-                    gr[..ow].copy_from_slice(dr);
-                } else {
-                    dr.copy_from_slice(&gr[..ow]);
-                }
-            }
-        }
-    };
-    if has_sum {
-        copy_rows(grid, dst, true);
-    }
-    if !product(grid, ncols) {
-        return false;
-    }
-    copy_rows(grid, dst, false);
-    true
 }
 
 /// One channel's outputs: rows of `width` in `dst`, read from `acc` rows `stride` apart (the phase
@@ -858,6 +793,29 @@ mod tests {
                 Store::Int(IntType::U8),
                 None,
                 Some(0.0),
+            ),
+            // A map narrower than the kernel's 16 lanes: each 16 sums land in several output rows.
+            (
+                geo(3, 1, 1, 1),
+                4,
+                8,
+                3,
+                2,
+                IntType::U8,
+                Store::Int(IntType::U8),
+                Some(0.8),
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 1),
+                4,
+                9,
+                2,
+                1,
+                IntType::S8,
+                Store::F32,
+                Some(0.8),
+                None,
             ),
             // A 1×1 stride-2 projection reads one phase of four (ResNet's shortcut).
             (
