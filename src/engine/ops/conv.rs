@@ -180,14 +180,30 @@ pub struct SumPost {
 impl SumPost {
     /// `out` (holding the convolution) summed with `residual`, then the ReLU.
     fn apply(&self, out: &mut [f32], residual: &[f32]) {
+        self.each(out, residual, |o, r| (o, r));
+    }
+
+    /// `out` (holding the residual) summed with the convolution's values `conv`, then the ReLU.
+    fn onto(&self, conv: &[f32], out: &mut [f32]) {
+        self.each(out, conv, |o, v| (v, o));
+    }
+
+    /// Each output `o` with its partner `p`, `order` saying which is the convolution's value and
+    /// which the residual: one loop per ReLU case, without a branch per value, so that it vectorizes.
+    #[inline]
+    fn each(&self, out: &mut [f32], with: &[f32], order: impl Fn(f32, f32) -> (f32, f32)) {
         let [c0, c1] = self.coeffs;
-        for (v, &r) in out.iter_mut().zip(residual) {
-            *v = c1 * *v + c0 * r;
-            if let Some(slope) = self.relu
-                && *v < 0.0
-            {
-                *v *= slope;
-            }
+        let sum = |o: f32, p: f32| {
+            let (v, r) = order(o, p);
+            c1 * v + c0 * r
+        };
+        let pairs = out.iter_mut().zip(with);
+        match self.relu {
+            None => pairs.for_each(|(o, &p)| *o = sum(*o, p)),
+            Some(slope) => pairs.for_each(|(o, &p)| {
+                let y = sum(*o, p);
+                *o = if y < 0.0 { y * slope } else { y };
+            }),
         }
     }
 }
@@ -288,26 +304,33 @@ pub fn convolution_fused(
     let cg = c / g.group;
     packed_fits(f, g, cg * g.kernel[0] * g.kernel[1])?;
     // A leading ReLU is applied by the GEMM as it stores (after the bias, which it then must add too).
-    let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0)
-        && (bias.is_none() || packed.iter().all(PackedA::has_bias));
+    let bias_in_gemm = bias.is_none() || packed.iter().all(PackedA::has_bias);
+    let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0) && bias_in_gemm;
     let rest = if relu { &posts[1..] } else { posts };
-    let one = |o: &mut [f32], img: &[f32]| {
-        summed(sum, o, |o| image(img, (cg, h, w), f, g, (relu, rest), o));
+    // When the GEMM applies every step, the sum and the codes are made as each tile is copied out.
+    let in_copy = rest.is_empty() && !g.is_pointwise() && bias_in_gemm;
+    let one = |o: &mut [f32], img: &[f32], codes: Option<(Codes, &mut [u8])>| {
+        if in_copy {
+            let tail = Tail { sum, codes };
+            image(img, (cg, h, w), f, g, (relu, rest), (o, tail));
+            return;
+        }
+        summed(sum, o, |o| {
+            image(img, (cg, h, w), f, g, (relu, rest), (o, Tail::default()));
+        });
+        if let Some((to, b)) = codes {
+            codes::quantize_run(o, to, b);
+        }
     };
     let images = out
         .par_chunks_mut(m * plane)
         .zip(x.par_chunks(c * h * w))
         .take(n);
     match codes {
-        Some((to, bytes)) => {
-            images
-                .zip(bytes.par_chunks_mut(m * plane))
-                .for_each(|((o, img), b)| {
-                    one(o, img);
-                    codes::quantize_run(o, to, b);
-                })
-        }
-        None => images.for_each(|(o, img)| one(o, img)),
+        Some((to, bytes)) => images
+            .zip(bytes.par_chunks_mut(m * plane))
+            .for_each(|((o, img), b)| one(o, img, Some((to, b)))),
+        None => images.for_each(|(o, img)| one(o, img, None)),
     }
     Ok(())
 }
@@ -337,27 +360,40 @@ fn summed(sum: Option<SumPost>, out: &mut [f32], compute: impl FnOnce(&mut [f32]
     });
 }
 
-/// One image of `convolution_fused`: each group's product, then the bias when the GEMM did not add it, then
-/// the remaining steps.
+/// What the copy of a tile out of the wide output also does (for a convolution whose GEMM applies
+/// every step): the fused sum with the residual the output holds, and the codes of the result.
+#[derive(Debug, Default)]
+struct Tail<'a> {
+    sum: Option<SumPost>,
+    codes: Option<(Codes, &'a mut [u8])>,
+}
+
+/// One image of `convolution_fused`: each group's product (with `tail` as it is copied out), then the
+/// bias when the GEMM did not add it, then the remaining steps.
 fn image(
     img: &[f32],
     (cg, h, w): (usize, usize, usize),
     f: &Filter,
     g: &Geometry,
     (relu, rest): (bool, &[Post]),
-    o: &mut [f32],
+    (o, mut tail): (&mut [f32], Tail),
 ) {
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
     GEMM.with_borrow_mut(|scratch| {
         for (gi, wg) in f.packed.iter().enumerate() {
             let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-            let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
+            let span = gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane;
+            let og = &mut o[span.clone()];
             if g.is_pointwise() {
                 gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
             } else {
                 PHASED.with_borrow_mut(|buf| {
-                    let out = (Dest::Values(og), relu);
+                    let tail = Tail {
+                        sum: tail.sum,
+                        codes: tail.codes.as_mut().map(|(to, b)| (*to, &mut b[span])),
+                    };
+                    let out = (Dest::Values(og, tail), relu);
                     let shape = (cg, h, w);
                     phased((wg, f.order), input, shape, g, buf, scratch, out);
                 });
@@ -381,9 +417,9 @@ struct Phased {
     wide: Vec<f32>,
 }
 
-/// Where `phased` stores a group's output: the FP32 values, or their codes.
+/// Where `phased` stores a group's output: the FP32 values (with what `Tail` adds), or their codes.
 enum Dest<'a> {
-    Values(&'a mut [f32]),
+    Values(&'a mut [f32], Tail<'a>),
     Codes(&'a mut [u8], Codes),
 }
 
@@ -425,9 +461,24 @@ fn phased(
             for r in 0..rows {
                 let (dst, src) = ((ch * oh + oy0 + r) * ow, &wide[r * wq..r * wq + ow]);
                 match &mut og {
-                    Dest::Values(og) => og[dst..dst + ow].copy_from_slice(src),
+                    Dest::Values(og, tail) => match tail.sum {
+                        Some(s) => s.onto(src, &mut og[dst..dst + ow]),
+                        None => og[dst..dst + ow].copy_from_slice(src),
+                    },
                     Dest::Codes(og, to) => codes::quantize_run(src, *to, &mut og[dst..dst + ow]),
                 }
+            }
+            // The codes of the channel's rows of this tile, in one run.
+            if let Dest::Values(
+                og,
+                Tail {
+                    codes: Some((to, codes)),
+                    ..
+                },
+            ) = &mut og
+            {
+                let run = (ch * oh + oy0) * ow..(ch * oh + oy0 + rows) * ow;
+                codes::quantize_run(&og[run.clone()], *to, &mut codes[run]);
             }
         }
     }
