@@ -377,10 +377,10 @@ fn image_int8<T: Sink>(
                 requantize_rows(&params[0], &b.acc, (ow, wq), dst);
             }
             (None, Some(wg)) if fused => {
-                // Sums requantized in the kernel's registers: onto the output plane when the grid
-                // is the plane, else (codes) onto the grid, then its rows without the extra columns.
-                // The activations are the image's channel quads when the weights are packed for
-                // them, else strips packed per call.
+                // Sums requantized in the kernel's registers and stored straight into the output
+                // plane (the grid's extra columns dropped by masks). The activations are the
+                // image's channel quads when the weights are packed for them and the layer is
+                // small enough, else strips packed per call.
                 let quads = conv.quads.get(gi).filter(|_| on_quads);
                 if quads.is_some() {
                     let from = if quads_from_planes {
@@ -404,7 +404,6 @@ fn image_int8<T: Sink>(
                     data,
                     starts: &b.starts,
                 };
-                // The grid's columns land in the output rows; its extra columns are dropped.
                 let to = (ncols, GridRows { wq, ow });
                 let done = match quads {
                     Some((w4, x)) => gemm_u8s8_quads(w4, x, to, params, (dst, plane)),
