@@ -262,9 +262,9 @@ impl GridRows {
     }
 }
 
-/// The most runs 16 columns of a grid fall into (one per grid row they touch, at least one column
-/// wide).
-const MAX_RUNS: usize = 17;
+/// The most runs 16 columns of a grid fall into: one per grid row they touch, 16 on a grid one
+/// column wide.
+const MAX_RUNS: usize = 16;
 
 /// Where the two halves of a strip's 32 columns go in an output row: per half, runs of lanes (the
 /// output position of lane 0, the mask of the lanes) as `GridRows` places them.

@@ -243,13 +243,8 @@ pub fn convolution_to_codes(
 ) -> Result<bool, String> {
     let cg = c / g.group.max(1);
     let k = cg * g.kernel[0] * g.kernel[1];
-    let relu = match posts {
-        [] => false,
-        [Post::ReLU(s)] if *s == 0.0 => true,
-        _ => return Ok(false),
-    };
-    let bias_in_gemm = f.bias.is_none() || f.packed.iter().all(PackedA::has_bias);
-    if g.is_depthwise(c, f.outputs) || g.is_pointwise() || !bias_in_gemm {
+    let steps = GemmSteps::of(f, posts);
+    if g.is_depthwise(c, f.outputs) || g.is_pointwise() || !steps.all() {
         return Ok(false);
     }
     packed_fits(f, g, k)?;
@@ -264,7 +259,7 @@ pub fn convolution_to_codes(
                     for (gi, wg) in f.packed.iter().enumerate() {
                         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
                         let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
-                        let out = (Dest::Codes(og, to), relu);
+                        let out = (Dest::Codes(og, to), steps.relu);
                         phased((wg, f.order), input, (cg, h, w), g, buf, scratch, out);
                     }
                 });
@@ -282,12 +277,7 @@ pub fn convolution_fused(
     (posts, extras): (&[Post], Extras),
     out: &mut [f32],
 ) -> Result<(), String> {
-    let Filter {
-        packed,
-        bias,
-        outputs: m,
-        ..
-    } = *f;
+    let m = f.outputs;
     let (oh, ow) = g.out_size(h, w);
     let plane = oh * ow;
     let Extras { sum, codes } = extras;
@@ -303,12 +293,10 @@ pub fn convolution_fused(
     }
     let cg = c / g.group;
     packed_fits(f, g, cg * g.kernel[0] * g.kernel[1])?;
-    // A leading ReLU is applied by the GEMM as it stores (after the bias, which it then must add too).
-    let bias_in_gemm = bias.is_none() || packed.iter().all(PackedA::has_bias);
-    let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0) && bias_in_gemm;
-    let rest = if relu { &posts[1..] } else { posts };
+    let steps = GemmSteps::of(f, posts);
+    let (relu, rest) = (steps.relu, steps.rest);
     // When the GEMM applies every step, the sum and the codes are made as each tile is copied out.
-    let in_copy = rest.is_empty() && !g.is_pointwise() && bias_in_gemm;
+    let in_copy = steps.all() && !g.is_pointwise();
     let one = |o: &mut [f32], img: &[f32], codes: Option<(Codes, &mut [u8])>| {
         if in_copy {
             let tail = Tail { sum, codes };
@@ -333,6 +321,30 @@ pub fn convolution_fused(
         None => images.for_each(|(o, img)| one(o, img, None)),
     }
     Ok(())
+}
+
+/// Which of a convolution's steps its GEMM applies as it stores.
+struct GemmSteps<'p> {
+    /// A leading plain ReLU (after the bias, which the GEMM then must add too).
+    relu: bool,
+    /// The steps left after it.
+    rest: &'p [Post],
+    /// Whether the GEMM adds the bias (or there is none).
+    bias: bool,
+}
+
+impl<'p> GemmSteps<'p> {
+    fn of(f: &Filter, posts: &'p [Post]) -> Self {
+        let bias = f.bias.is_none() || f.packed.iter().all(PackedA::has_bias);
+        let relu = matches!(posts.first(), Some(Post::ReLU(s)) if *s == 0.0) && bias;
+        let rest = if relu { &posts[1..] } else { posts };
+        Self { relu, rest, bias }
+    }
+
+    /// Whether the GEMM applies every step.
+    fn all(&self) -> bool {
+        self.rest.is_empty() && self.bias
+    }
 }
 
 /// Whether the packed weights are one per group, each of depth `k`.
@@ -458,27 +470,29 @@ fn phased(
         let b = Rows::new(&buf.image[oy0 * wq..], &buf.starts);
         gemm_rows(wg, &b, n, (&mut buf.wide, n), relu, scratch);
         for (ch, wide) in buf.wide.chunks(n).enumerate() {
-            for r in 0..rows {
-                let (dst, src) = ((ch * oh + oy0 + r) * ow, &wide[r * wq..r * wq + ow]);
-                match &mut og {
-                    Dest::Values(og, tail) => match tail.sum {
-                        Some(s) => s.onto(src, &mut og[dst..dst + ow]),
-                        None => og[dst..dst + ow].copy_from_slice(src),
-                    },
-                    Dest::Codes(og, to) => codes::quantize_run(src, *to, &mut og[dst..dst + ow]),
+            // This channel's rows of the tile in the output, and their values in the wide tile.
+            let first = (ch * oh + oy0) * ow;
+            let run = first..first + rows * ow;
+            let rows = (0..rows).map(|r| (first + r * ow, &wide[r * wq..r * wq + ow]));
+            match &mut og {
+                Dest::Values(og, tail) => {
+                    for (dst, src) in rows {
+                        let og = &mut og[dst..dst + ow];
+                        match tail.sum {
+                            Some(s) => s.onto(src, og),
+                            None => og.copy_from_slice(src),
+                        }
+                    }
+                    // The codes of the channel's rows of this tile, in one run.
+                    if let Some((to, codes)) = &mut tail.codes {
+                        codes::quantize_run(&og[run.clone()], *to, &mut codes[run]);
+                    }
                 }
-            }
-            // The codes of the channel's rows of this tile, in one run.
-            if let Dest::Values(
-                og,
-                Tail {
-                    codes: Some((to, codes)),
-                    ..
-                },
-            ) = &mut og
-            {
-                let run = (ch * oh + oy0) * ow..(ch * oh + oy0 + rows) * ow;
-                codes::quantize_run(&og[run.clone()], *to, &mut codes[run]);
+                Dest::Codes(og, to) => {
+                    for (dst, src) in rows {
+                        codes::quantize_run(src, *to, &mut og[dst..dst + ow]);
+                    }
+                }
             }
         }
     }

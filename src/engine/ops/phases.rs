@@ -175,9 +175,7 @@ fn row_phases(pad: usize, stride: usize) -> impl Iterator<Item = (usize, usize)>
 pub trait Element: Copy {
     /// `even[i] = row[2i]` and `odd[i] = row[2i + 1]`, for the columns `row` holds (`even` holds
     /// ⌈len/2⌉ values, `odd` ⌊len/2⌋).
-    fn deinterleave(row: &[Self], even: &mut [Self], odd: &mut [Self]) {
-        deinterleave_scalar(row, even, odd);
-    }
+    fn deinterleave(row: &[Self], even: &mut [Self], odd: &mut [Self]);
 }
 
 fn deinterleave_scalar<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
@@ -217,13 +215,7 @@ impl Element for f32 {
         #[cfg(target_arch = "x86_64")]
         for at in (0..whole).step_by(8) {
             let (e, o) = (&mut even[at / 2..at / 2 + 4], &mut odd[at / 2..at / 2 + 4]);
-            x86::deinterleave_8(
-                row[at..at + 8]
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!()),
-                e,
-                o,
-            );
+            x86::deinterleave_8(&row[at..at + 8], e, o);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let whole = 0;
@@ -265,8 +257,8 @@ mod x86 {
     }
 
     /// 8 floats into their 4 even and 4 odd ones (bit patterns moved, not computed on).
-    pub fn deinterleave_8(row: &[f32; 8], even: &mut [f32], odd: &mut [f32]) {
-        assert!(even.len() >= 4 && odd.len() >= 4);
+    pub fn deinterleave_8(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        assert!(row.len() == 8 && even.len() == 4 && odd.len() == 4);
         // SAFETY: SSE is baseline on x86-64; 8 floats are read from `row`, 4 written to each of
         // `even` and `odd` (asserted above).
         unsafe {
