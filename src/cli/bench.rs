@@ -186,14 +186,14 @@ impl LayerTimer {
         rows.sort_by(|a, b| b.1.total_cmp(&a.1));
         let text: String = rows
             .iter()
-            .map(|(t, ms)| format!("{t:>20} {ms:8.2} ms {:5.1} %\n", 100.0 * ms / total))
+            .map(|(t, ms)| format!("{t:>20} {ms:8.3} ms {:5.1} %\n", 100.0 * ms / total))
             .collect();
         let mut layers: Vec<_> = self.by_layer.into_iter().collect();
         layers.sort_by(|a, b| b.1.total_cmp(&a.1));
         let slowest: String = layers
             .iter()
             .take(40)
-            .map(|(n, ms)| format!("  {n:>28} {ms:8.2} ms\n"))
+            .map(|(n, ms)| format!("  {n:>28} {ms:8.3} ms\n"))
             .collect();
         format!("{what}:\n{text}slowest layers:\n{slowest}")
     }

@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 
 use super::requant::RowParams;
 
+pub mod amx;
+
 /// Rows of a weight panel.
 pub const MR: usize = 8;
 

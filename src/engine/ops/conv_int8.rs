@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 use rayon::prelude::*;
 
 use super::conv::Geometry;
-use super::phases::PhaseGrid;
+use super::phases::{PhaseGrid, subsample};
+use crate::engine::gemm::int8::amx::{self, AmxWeights};
 use crate::engine::gemm::int8::{
     GridRows, Isa8, PackedS8, Quads, Requantized, RowsU8, Scratch8, gemm_u8s8, gemm_u8s8_quads,
     gemm_u8s8_requant, interleave_quads, multiply_add_u8,
@@ -36,7 +37,7 @@ pub struct Int8Conv {
     groups: Vec<PackedS8>,
     /// With VNNI, the same weights per group with their depth in channel-quad order (tap, quad,
     /// channel in the quad; `quad_weights`), for the product on channel quads.
-    quads: Vec<PackedS8>,
+    quads: Vec<QuadWeights>,
     /// A depthwise convolution's weights, kh·kw per channel, for its direct loop.
     depthwise: Option<Vec<i8>>,
     outputs: usize,
@@ -110,7 +111,9 @@ impl Int8Conv {
         // Packing a strip per call costs about as much as the products of a few panels, and the
         // quads are read from as many places as the depth has groups: they pay off for kernels
         // wider than 1×1 (the packed strip repeats each value per tap) with few output channels.
-        let on_quads = taps > 1 && mg <= QUADS_MAX_OUTPUTS.max(QUADS_SMALL_MAP_OUTPUTS);
+        let cg = channels / geometry.group;
+        let on_amx = *amx::AVAILABLE && cg.div_ceil(4) >= AMX_MIN_QUADS;
+        let on_quads = taps > 1 && (on_amx || mg <= QUADS_MAX_OUTPUTS.max(QUADS_SMALL_MAP_OUTPUTS));
         let quads = if *FUSES && on_quads && !geometry.is_depthwise(channels, outputs) {
             q.chunks((mg * k).max(1))
                 .take(geometry.group)
@@ -147,6 +150,14 @@ impl Int8Conv {
 /// `conv_final` most, are slower on quads; with 64 here SqueezeNet lost about 3%, ResNet-8 gained 3%).
 const QUADS_MAX_OUTPUTS: usize = 32;
 
+/// The fewest input channel quads per group for AMX (measured with `bench`, batch 8). A tile product
+/// costs about the same for 4 quads as for 8 (6.3 against 8.3 ns), so 16-channel inputs (ResNet-8's
+/// `res1_branch2a`, `res2_branch2a`) gained nothing on one thread, and on two the tile unit's use
+/// slowed the whole pass, its FP32 convolutions too (0.59 → 0.62 ms). From 8 quads on, SqueezeNet's
+/// 3×3 expand layers take half the time (`fire8/conv3x3_2` 1.87 → 0.94 ms) and ResNet-8's 32-64
+/// channel layers a quarter less.
+const AMX_MIN_QUADS: usize = 8;
+
 /// Up to this many output positions, layers of up to `QUADS_SMALL_MAP_OUTPUTS` channels per group
 /// also run on quads (ResNet-8's 64-channel 8×8 layers: `res3_branch2b` 0.16 → 0.13 ms, one thread).
 const QUADS_SMALL_MAP: usize = 16 * 16;
@@ -155,7 +166,7 @@ const QUADS_SMALL_MAP_OUTPUTS: usize = 64;
 /// One group's weights (`rows` × channels·taps, channel-major) with the depth reordered to (tap,
 /// quad of four channels, channel in the quad), the channels padded to whole quads with zero weights.
 /// The sums are integers, so the order changes nothing; it is the order of `gemm::int8::Quads`.
-fn quad_weights(w: &[i8], rows: usize, channels: usize, taps: usize) -> PackedS8 {
+fn quad_weights(w: &[i8], rows: usize, channels: usize, taps: usize) -> QuadWeights {
     let nq = channels.div_ceil(4);
     let depth = taps * nq * 4;
     let mut a = vec![0i8; rows * depth];
@@ -166,7 +177,18 @@ fn quad_weights(w: &[i8], rows: usize, channels: usize, taps: usize) -> PackedS8
             }
         }
     }
-    PackedS8::new(&a, rows, depth)
+    QuadWeights {
+        vnni: PackedS8::new(&a, rows, depth),
+        amx: (*amx::AVAILABLE && nq >= AMX_MIN_QUADS).then(|| AmxWeights::new(&a, rows, taps, nq)),
+    }
+}
+
+/// A group's weights for the product on channel quads: packed for the VNNI kernel, and as AMX tiles
+/// where AMX runs (the same sums, several times faster).
+#[derive(Debug, Clone, PartialEq)]
+struct QuadWeights {
+    vnni: PackedS8,
+    amx: Option<AmxWeights>,
 }
 
 /// Int32 sums per chunk of a convolution's output rows (512 KB), requantized while in L2 (tests use
@@ -326,9 +348,15 @@ fn image_int8<T: Sink>(
     // s8 codes are stored shifted by +128 (u8); the padding is the shifted zero, and each output
     // subtracts 128·Σw, which makes the sums exactly those of the s8 codes.
     let shift = conv.input.zero_byte();
-    // Stride 1 without padding: the phase grid is the plane itself.
+    // Stride 1 without padding: the phase grid is the plane itself. A 1×1 kernel without padding
+    // at a stride reads one phase only: its samples as planes (`subsample`), then as at stride 1.
     let direct = g.stride == [1, 1] && g.pad == [0, 0];
-    let len = if direct { h * w } else { len };
+    let sampled = !direct && g.kernel == [1, 1] && g.pad == [0, 0];
+    let (len, wq) = match (direct, sampled) {
+        (true, _) => (h * w, wq),
+        (_, true) => (oh * ow, ow),
+        _ => (len, wq),
+    };
     let mg = conv.outputs / g.group;
     let taps = g.kernel[0] * g.kernel[1];
     // Where each depth row starts, the same in every group.
@@ -342,12 +370,19 @@ fn image_int8<T: Sink>(
     // the padded plane), without splitting them first: when the fused product on quads below
     // runs (the other paths read the phases).
     let fused = T::fuses();
+    let on_amx = conv.quads.first().is_some_and(|q| q.amx.is_some());
     let on_quads =
-        !conv.quads.is_empty() && (mg <= QUADS_MAX_OUTPUTS || oh * ow <= QUADS_SMALL_MAP);
+        !conv.quads.is_empty() && (on_amx || mg <= QUADS_MAX_OUTPUTS || oh * ow <= QUADS_SMALL_MAP);
     let quads_from_planes = fused && g.stride == [1, 1] && on_quads;
     for gi in 0..g.group {
         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
-        if !direct && !quads_from_planes {
+        if sampled {
+            // Every byte is written: no clearing.
+            b.image.resize(cg * len, shift);
+            for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
+                subsample(src, w, g.stride, ow, dst);
+            }
+        } else if !direct && !quads_from_planes {
             b.image.clear();
             b.image.resize(cg * len, shift);
             for (src, dst) in input.chunks(h * w).zip(b.image.chunks_mut(len)) {
@@ -406,7 +441,12 @@ fn image_int8<T: Sink>(
                 };
                 let to = (ncols, GridRows { wq, ow });
                 let done = match quads {
-                    Some((w4, x)) => gemm_u8s8_quads(w4, x, to, params, (dst, plane)),
+                    Some((w4, x)) => {
+                        let on_amx = w4.amx.as_ref().is_some_and(|wa| {
+                            amx::gemm_quads(wa, x, to, params, (&mut *dst, plane))
+                        });
+                        on_amx || gemm_u8s8_quads(&w4.vnni, x, to, params, (dst, plane))
+                    }
                     None => gemm_u8s8_requant(wg, rows, to, params, (dst, plane), &mut b.gemm),
                 };
                 if !done {
@@ -851,6 +891,41 @@ mod tests {
                 Store::F32,
                 None,
                 Some(0.0),
+            ),
+            // At least 8 input channel quads: AMX tiles where the CPU has them (9 quads a tile at
+            // stride 2 over a pair and a part of 16-channel blocks; two tiles of 9 quads; 16).
+            (
+                geo(3, 2, 1, 1),
+                33,
+                40,
+                9,
+                11,
+                IntType::S8,
+                Store::Int(IntType::U8),
+                Some(0.7),
+                Some(0.0),
+            ),
+            (
+                geo(3, 1, 1, 1),
+                70,
+                48,
+                6,
+                19,
+                IntType::U8,
+                Store::Int(IntType::S8),
+                None,
+                None,
+            ),
+            (
+                geo(3, 1, 1, 1),
+                64,
+                20,
+                7,
+                6,
+                IntType::U8,
+                Store::F32,
+                Some(0.5),
+                None,
             ),
         ];
         for (g, c, m, h, w, input, store, sum, relu) in cases {

@@ -101,6 +101,13 @@ fn per_vector<T: Lanes>(stride: usize) -> usize {
     (span / stride).min(T::LANES)
 }
 
+/// Whether a row of bytes and its outputs each fit one vector, every window column read lying in
+/// it: the window columns are then taken from the row's register by permutations, with no border
+/// row written and read back.
+fn in_one_vector(w: usize, ow: usize, cols: Columns) -> bool {
+    w <= 64 && ow <= 64 && cols.pad < 64 && (ow - 1) * cols.stride + cols.kernel <= 64 + cols.pad
+}
+
 /// Whether the kernel runs on this CPU for these columns.
 pub fn takes<T: Lanes>(cols: Columns) -> bool {
     *AVAILABLE && (1..=T::LANES).contains(&cols.stride) && cols.kernel > 0
@@ -129,6 +136,20 @@ pub fn plane<T: Lanes>(
         return false;
     }
     let ow = out.len() / oh;
+    if T::LANES == 64 && in_one_vector(w, ow, cols) {
+        let k = Kernel {
+            x: x.as_ptr(),
+            w,
+            rows,
+            cols,
+            border: std::ptr::null_mut(),
+            out: out.as_mut_ptr(),
+            ow,
+        };
+        // SAFETY: as below; the kernel reads no border for a row in one vector (`in_one_vector`).
+        unsafe { T::kernel(k) };
+        return true;
+    }
     // Written: pad + whole vectors; read: two vectors past the last output block's furthest column.
     let per = per_vector::<T>(stride);
     let reads = (ow.div_ceil(per) * per).saturating_sub(1) * stride + kernel + 2 * T::LANES;
@@ -177,6 +198,43 @@ mod x86 {
         g
     }
 
+    /// `plane_u8` for rows that fit one vector (`in_one_vector`): per output row the window rows'
+    /// maximum in a register, then per kernel column the lanes j·stride + t − pad gathered from it
+    /// (lanes outside the row read as zero, the border), and their maximum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn rows_in_one_vector(k: Kernel<u8>) {
+        let Columns {
+            kernel,
+            stride,
+            pad,
+        } = k.cols;
+        let (row_mask, out_mask) = (first64(k.w), first64(k.ow));
+        // Lane j of window column 0 reads lane j·stride − pad (as a signed byte: every read lies
+        // within -pad..64, `in_one_vector`; lanes past ow are not stored).
+        let first: [i8; 64] =
+            std::array::from_fn(|j| (j * stride).min(127).wrapping_sub(pad) as i8);
+        // SAFETY (all blocks): the caller's `x` holds every window row and `out` oh·ow bytes.
+        let first = unsafe { _mm512_loadu_si512(first.as_ptr().cast()) };
+        let (zero, width) = (_mm512_setzero_si512(), _mm512_set1_epi8(k.w as i8));
+        // Where window column t reads, and which of those lanes lie in the row and are stored.
+        let column = |t: usize| {
+            let at = _mm512_add_epi8(first, _mm512_set1_epi8(t as i8));
+            let inside = _mm512_cmpge_epi8_mask(at, zero) & _mm512_cmplt_epi8_mask(at, width);
+            (at, inside & out_mask)
+        };
+        for (oy, &(hs, he, _)) in k.rows.iter().enumerate() {
+            let mut rows = zero;
+            for y in hs..he {
+                let v = unsafe { _mm512_maskz_loadu_epi8(row_mask, k.x.add(y * k.w).cast()) };
+                rows = _mm512_max_epu8(rows, v);
+            }
+            let acc = (0..kernel).map(column).fold(zero, |acc, (at, inside)| {
+                _mm512_max_epu8(acc, _mm512_maskz_permutexvar_epi8(inside, at, rows))
+            });
+            unsafe { _mm512_mask_storeu_epi8(k.out.add(oy * k.ow).cast(), out_mask, acc) };
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub unsafe fn plane_u8(k: Kernel<u8>) {
         let Columns {
@@ -184,6 +242,11 @@ mod x86 {
             stride,
             pad,
         } = k.cols;
+        if super::in_one_vector(k.w, k.ow, k.cols) {
+            // SAFETY: as the caller's.
+            unsafe { rows_in_one_vector(k) };
+            return;
+        }
         let per = per_vector::<u8>(stride);
         let g = gather(stride, per);
         // SAFETY (all blocks): the caller sized every buffer (see `super::plane`).

@@ -176,6 +176,35 @@ pub trait Element: Copy {
     /// `even[i] = row[2i]` and `odd[i] = row[2i + 1]`, for the columns `row` holds (`even` holds
     /// ⌈len/2⌉ values, `odd` ⌊len/2⌋).
     fn deinterleave(row: &[Self], even: &mut [Self], odd: &mut [Self]);
+
+    /// `even[i] = row[2i]` for the even columns `even` has room for.
+    fn evens(row: &[Self], even: &mut [Self]) {
+        even.iter_mut()
+            .zip(row.iter().step_by(2))
+            .for_each(|(e, &v)| *e = v);
+    }
+}
+
+/// The samples a 1×1 kernel without padding reads at a stride: rows 0, sy, 2·sy, … of an h × w
+/// plane and columns 0, sx, … of each, as the rows of an oh × ow plane in `out`.
+pub fn subsample<T: Element>(
+    plane: &[T],
+    w: usize,
+    [sy, sx]: [usize; 2],
+    ow: usize,
+    out: &mut [T],
+) {
+    let rows = plane.chunks(w.max(1)).step_by(sy.max(1));
+    for (row, dst) in rows.zip(out.chunks_exact_mut(ow.max(1))) {
+        match sx {
+            1 => copy_short(dst, &row[..ow.min(row.len())]),
+            2 => T::evens(row, dst),
+            _ => dst
+                .iter_mut()
+                .zip(row.iter().step_by(sx.max(1)))
+                .for_each(|(d, &v)| *d = v),
+        }
+    }
 }
 
 fn deinterleave_scalar<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
@@ -206,6 +235,20 @@ impl Element for u8 {
         #[cfg(not(target_arch = "x86_64"))]
         let whole = 0;
         deinterleave_scalar(&row[whole..], &mut even[whole / 2..], &mut odd[whole / 2..]);
+    }
+
+    fn evens(row: &[u8], even: &mut [u8]) {
+        // 32 bytes to 16 at a time, within both slices.
+        let whole = (row.len() / 32).min(even.len() / 16) * 32;
+        #[cfg(target_arch = "x86_64")]
+        for at in (0..whole).step_by(32) {
+            x86::evens(&row[at..at + 32], &mut even[at / 2..at / 2 + 16]);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let whole = 0;
+        let rest = even[whole / 2..].iter_mut();
+        rest.zip(row[whole..].iter().step_by(2))
+            .for_each(|(e, &v)| *e = v);
     }
 }
 
@@ -253,6 +296,18 @@ mod x86 {
                 _mm_storel_epi64(even.as_mut_ptr().cast(), e);
                 _mm_storel_epi64(odd.as_mut_ptr().cast(), o);
             }
+        }
+    }
+
+    /// 32 bytes into their 16 even bytes (the low halves of the 16-bit lanes, packed).
+    pub fn evens(row: &[u8], even: &mut [u8]) {
+        assert!(row.len() == 32 && even.len() == 16);
+        // SAFETY: SSE2 is baseline on x86-64; 32 bytes are read, 16 written (asserted above).
+        unsafe {
+            let low = _mm_set1_epi16(0xff);
+            let a = _mm_and_si128(_mm_loadu_si128(row.as_ptr().cast()), low);
+            let b = _mm_and_si128(_mm_loadu_si128(row.as_ptr().add(16).cast()), low);
+            _mm_storeu_si128(even.as_mut_ptr().cast(), _mm_packus_epi16(a, b));
         }
     }
 
@@ -347,6 +402,29 @@ mod tests {
                 (i % 251 + 1) as u8
             }
         });
+    }
+
+    #[test]
+    fn subsample_takes_every_strided_sample() {
+        for (h, w, sy, sx) in [
+            (5, 33, 2, 2),
+            (4, 64, 2, 2),
+            (7, 70, 3, 2),
+            (6, 17, 2, 3),
+            (3, 9, 1, 1),
+        ] {
+            let (oh, ow) = ((h - 1) / sy + 1, (w - 1) / sx + 1);
+            let plane: Vec<u8> = (0..h * w).map(|i| (i % 253) as u8).collect();
+            let mut out = vec![255u8; oh * ow];
+            subsample(&plane, w, [sy, sx], ow, &mut out);
+            for (i, &got) in out.iter().enumerate() {
+                assert_eq!(
+                    got,
+                    plane[i / ow * sy * w + i % ow * sx],
+                    "{h}×{w} stride {sy},{sx}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -437,9 +437,15 @@ mod tests {
 
     #[test]
     fn the_max_kernel_equals_the_portable_loops() {
-        // Rows wider than one vector, strides 1 to 3, padding, kernels wider than strides; FP32
-        // values with NaNs (skipped) and bytes.
+        // Rows wider than one vector and within one (bytes: a row's windows taken by permutations,
+        // up to a window column past the row's end), strides 1 to 3, padding, kernels wider than
+        // strides; FP32 values with NaNs (skipped) and bytes.
         let cases = [
+            (2, 2, 0, 16, 16),
+            (3, 2, 1, 13, 13),
+            (3, 1, 1, 8, 33),
+            (2, 2, 0, 7, 64),
+            (3, 3, 2, 10, 61),
             (3, 2, 0, 54, 54),
             (3, 2, 1, 9, 130),
             (2, 1, 0, 5, 70),
