@@ -395,6 +395,35 @@ pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
     }
 }
 
+/// Interleaves the even columns of four rows of equal length into `even` and their odd columns into
+/// `odd` (`interleave_quads` of each half): `even[4i + e] = rows[e][2i]`, `odd[4i + e] =
+/// rows[e][2i + 1]`, for the ⌈n/2⌉ and ⌊n/2⌋ columns there are (a row at a column stride of 2,
+/// placed in its two column phases at once).
+pub fn interleave_quads_split(rows: [&[u8]; 4], even: &mut [u8], odd: &mut [u8]) {
+    let n = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let n = n.min(2 * (even.len() / 4)).min(2 * (odd.len() / 4) + 1);
+    let whole = n / 32 * 32;
+    #[cfg(target_arch = "x86_64")]
+    for p in (0..whole).step_by(32) {
+        // SAFETY: each row holds p + 32 bytes, `even` and `odd` 4·(p/2 + 16) each (n above).
+        unsafe {
+            x86::interleave4_split(
+                rows.map(|r| r[p..].as_ptr()),
+                even[2 * p..].as_mut_ptr(),
+                odd[2 * p..].as_mut_ptr(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let whole = 0;
+    for c in whole..n {
+        let dst = if c % 2 == 0 { &mut *even } else { &mut *odd };
+        for (e, r) in rows.iter().enumerate() {
+            dst[4 * (c / 2) + e] = r[c];
+        }
+    }
+}
+
 /// `gemm_u8s8_requant` with the activations as channel quads (`Quads`) in place of packed strips:
 /// `a`'s depth runs in the groups' order (its depth is 4 × the number of groups). False, touching
 /// nothing, without VNNI or when a group would read past `b.data`.
@@ -538,6 +567,39 @@ mod x86 {
     use crate::engine::gemm::requant::RowParams;
     use crate::engine::gemm::requant::x86::{codes_from_sums_in_runs, values_from_sums_in_runs};
 
+    /// 32 bytes of four rows: their even bytes interleaved into 64 bytes at `even`, their odd bytes
+    /// into 64 at `odd` (each row split as `phases::Element::deinterleave` does, then `interleave4`).
+    #[inline]
+    pub unsafe fn interleave4_split(rows: [*const u8; 4], even: *mut u8, odd: *mut u8) {
+        // SAFETY: the caller gives 32 readable bytes per row and 64 writable at each destination.
+        unsafe {
+            let low = _mm_set1_epi16(0xff);
+            let halves = rows.map(|p| {
+                let (a, b) = (_mm_loadu_si128(p.cast()), _mm_loadu_si128(p.add(16).cast()));
+                let e = _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low));
+                let o = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+                (e, o)
+            });
+            interleave4_registers(halves.map(|h| h.0), even);
+            interleave4_registers(halves.map(|h| h.1), odd);
+        }
+    }
+
+    /// Four rows of 16 bytes in registers interleaved into 64 bytes at `dst`.
+    #[inline]
+    unsafe fn interleave4_registers(r: [__m128i; 4], dst: *mut u8) {
+        // SAFETY: the caller gives 64 writable bytes at dst.
+        unsafe {
+            let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+            let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+            let out = dst.cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(a_lo, b_lo));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a_lo, b_lo));
+            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(a_hi, b_hi));
+            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(a_hi, b_hi));
+        }
+    }
+
     /// `super::multiply_add_portable` compiled for AVX-512 F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn multiply_add_u8(acc: &mut [i32], x: &[u8], w: i8) {
@@ -548,16 +610,7 @@ mod x86 {
     #[inline]
     pub unsafe fn interleave4(rows: [*const u8; 4], dst: *mut u8) {
         // SAFETY: the caller gives 16 readable bytes per row and 64 writable at dst.
-        unsafe {
-            let r = rows.map(|p| _mm_loadu_si128(p.cast()));
-            let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
-            let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
-            let out = dst.cast::<__m128i>();
-            _mm_storeu_si128(out, _mm_unpacklo_epi16(a_lo, b_lo));
-            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a_lo, b_lo));
-            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(a_hi, b_hi));
-            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(a_hi, b_hi));
-        }
+        unsafe { interleave4_registers(rows.map(|p| _mm_loadu_si128(p.cast())), dst) }
     }
 
     /// 8 × 32 with VNNI: per group of 4 depths, two 64-byte loads of activations (16 columns × 4
@@ -728,6 +781,28 @@ mod tests {
                         grid.span(j0 + cols),
                         (j0 + cols - 1) / wq * ow + (j0 + cols - 1) % wq + 1
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_interleave_takes_even_and_odd_columns() {
+        for n in [0usize, 1, 2, 31, 32, 33, 64, 70, 97] {
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|e| (0..n).map(|c| (c * 7 + e * 61) as u8).collect())
+                .collect();
+            let (mut even, mut odd) = (vec![0u8; 4 * n.div_ceil(2)], vec![0u8; 4 * (n / 2)]);
+            let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            interleave_quads_split(r, &mut even, &mut odd);
+            for c in 0..n {
+                for e in 0..4 {
+                    let got = if c % 2 == 0 {
+                        even[4 * (c / 2) + e]
+                    } else {
+                        odd[4 * (c / 2) + e]
+                    };
+                    assert_eq!(got, rows[e][c], "{n} columns: row {e}, column {c}");
                 }
             }
         }

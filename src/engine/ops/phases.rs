@@ -90,6 +90,11 @@ impl PhaseGrid {
             .map(move |(ry, qy)| reads(read, ry).then_some((ry * sx * hq + qy) * wq))
     }
 
+    /// The horizontal stride: 1 or 2 for `columns`.
+    pub fn column_stride(&self) -> usize {
+        self.stride[1]
+    }
+
     /// Where a row's columns start from its `plane_rows` offset: at a column stride of 1 all of
     /// them from the first (twice); at 2 its even and its odd columns (padded column xp = x + px is
     /// column xp / 2 of phase xp % 2).
