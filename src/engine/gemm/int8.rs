@@ -380,11 +380,20 @@ pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
         .min()
         .unwrap_or(0)
         .min(dst.len() / 4);
-    let whole = n / 16 * 16;
+    // 16 columns at a time, then 8 (the rows of small maps).
+    let whole = n / 8 * 8;
     #[cfg(target_arch = "x86_64")]
     for p in (0..whole).step_by(16) {
-        // SAFETY: each row holds p + 16 bytes and `dst` 4·(p + 16) (SSE2 is part of x86_64).
-        unsafe { x86::interleave4(rows.map(|r| r[p..].as_ptr()), dst[4 * p..].as_mut_ptr()) };
+        let (at, to) = (rows.map(|r| r[p..].as_ptr()), dst[4 * p..].as_mut_ptr());
+        // SAFETY: each row holds p + 16 (or p + 8, the last step) bytes and `dst` 4 times as many
+        // (SSE2 is part of x86_64).
+        unsafe {
+            if p + 16 <= whole {
+                x86::interleave4(at, to);
+            } else {
+                x86::interleave4_8(at, to);
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let whole = 0;
@@ -402,17 +411,21 @@ pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
 pub fn interleave_quads_split(rows: [&[u8]; 4], even: &mut [u8], odd: &mut [u8]) {
     let n = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     let n = n.min(2 * (even.len() / 4)).min(2 * (odd.len() / 4) + 1);
-    let whole = n / 32 * 32;
+    // 32 columns at a time, then 16 (the rows of small maps).
+    let whole = n / 16 * 16;
     #[cfg(target_arch = "x86_64")]
     for p in (0..whole).step_by(32) {
-        // SAFETY: each row holds p + 32 bytes, `even` and `odd` 4·(p/2 + 16) each (n above).
+        let at = rows.map(|r| r[p..].as_ptr());
+        let (e, o) = (even[2 * p..].as_mut_ptr(), odd[2 * p..].as_mut_ptr());
+        // SAFETY: each row holds p + 32 (or p + 16, the last step) bytes, `even` and `odd` twice
+        // as many from 2p (n above).
         unsafe {
-            x86::interleave4_split(
-                rows.map(|r| r[p..].as_ptr()),
-                even[2 * p..].as_mut_ptr(),
-                odd[2 * p..].as_mut_ptr(),
-            )
-        };
+            if p + 32 <= whole {
+                x86::interleave4_split(at, e, o);
+            } else {
+                x86::interleave4_split_16(at, e, o);
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let whole = 0;
@@ -582,6 +595,41 @@ mod x86 {
             });
             interleave4_registers(halves.map(|h| h.0), even);
             interleave4_registers(halves.map(|h| h.1), odd);
+        }
+    }
+
+    /// 16 bytes of four rows: as `interleave4_split`, 32 bytes to each destination.
+    #[inline]
+    pub unsafe fn interleave4_split_16(rows: [*const u8; 4], even: *mut u8, odd: *mut u8) {
+        // SAFETY: the caller gives 16 readable bytes per row and 32 writable at each destination.
+        unsafe {
+            let (low, zero) = (_mm_set1_epi16(0xff), _mm_setzero_si128());
+            let halves = rows.map(|p| {
+                let a = _mm_loadu_si128(p.cast());
+                let e = _mm_packus_epi16(_mm_and_si128(a, low), zero);
+                (e, _mm_packus_epi16(_mm_srli_epi16(a, 8), zero))
+            });
+            interleave4_low8(halves.map(|h| h.0), even);
+            interleave4_low8(halves.map(|h| h.1), odd);
+        }
+    }
+
+    /// 8 bytes of four rows interleaved into 32 bytes at `dst`.
+    #[inline]
+    pub unsafe fn interleave4_8(rows: [*const u8; 4], dst: *mut u8) {
+        // SAFETY: the caller gives 8 readable bytes per row and 32 writable at dst.
+        unsafe { interleave4_low8(rows.map(|p| _mm_loadl_epi64(p.cast())), dst) }
+    }
+
+    /// The low 8 bytes of four registers interleaved into 32 bytes at `dst`.
+    #[inline]
+    unsafe fn interleave4_low8(r: [__m128i; 4], dst: *mut u8) {
+        // SAFETY: the caller gives 32 writable bytes at dst.
+        unsafe {
+            let (a, b) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[2], r[3]));
+            let out = dst.cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(a, b));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a, b));
         }
     }
 
@@ -787,8 +835,10 @@ mod tests {
     }
 
     #[test]
-    fn split_interleave_takes_even_and_odd_columns() {
-        for n in [0usize, 1, 2, 31, 32, 33, 64, 70, 97] {
+    fn interleaves_place_each_column_of_each_row() {
+        for n in [
+            0usize, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 64, 70, 97,
+        ] {
             let rows: Vec<Vec<u8>> = (0..4)
                 .map(|e| (0..n).map(|c| (c * 7 + e * 61) as u8).collect())
                 .collect();
@@ -803,6 +853,17 @@ mod tests {
                         odd[4 * (c / 2) + e]
                     };
                     assert_eq!(got, rows[e][c], "{n} columns: row {e}, column {c}");
+                }
+            }
+            let mut all = vec![0u8; 4 * n];
+            interleave_quads(r, &mut all);
+            for c in 0..n {
+                for e in 0..4 {
+                    assert_eq!(
+                        all[4 * c + e],
+                        rows[e][c],
+                        "{n} columns: row {e}, column {c}"
+                    );
                 }
             }
         }

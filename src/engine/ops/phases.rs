@@ -243,11 +243,12 @@ impl Element for u8 {
     }
 
     fn evens(row: &[u8], even: &mut [u8]) {
-        // 32 bytes to 16 at a time, within both slices.
-        let whole = (row.len() / 32).min(even.len() / 16) * 32;
+        // 32 bytes to 16 at a time, then 16 to 8, within both slices.
+        let whole = (row.len() / 16).min(even.len() / 8) * 16;
         #[cfg(target_arch = "x86_64")]
         for at in (0..whole).step_by(32) {
-            x86::evens(&row[at..at + 32], &mut even[at / 2..at / 2 + 16]);
+            let n = (whole - at).min(32);
+            x86::evens(&row[at..at + n], &mut even[at / 2..at / 2 + n / 2]);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let whole = 0;
@@ -304,15 +305,21 @@ mod x86 {
         }
     }
 
-    /// 32 bytes into their 16 even bytes (the low halves of the 16-bit lanes, packed).
+    /// 32 or 16 bytes into their 16 or 8 even bytes (the low halves of the 16-bit lanes, packed).
     pub fn evens(row: &[u8], even: &mut [u8]) {
-        assert!(row.len() == 32 && even.len() == 16);
-        // SAFETY: SSE2 is baseline on x86-64; 32 bytes are read, 16 written (asserted above).
+        let n = row.len();
+        assert!((n == 32 || n == 16) && even.len() == n / 2);
+        // SAFETY: SSE2 is baseline on x86-64; n bytes are read, n/2 written (asserted above).
         unsafe {
             let low = _mm_set1_epi16(0xff);
             let a = _mm_and_si128(_mm_loadu_si128(row.as_ptr().cast()), low);
-            let b = _mm_and_si128(_mm_loadu_si128(row.as_ptr().add(16).cast()), low);
-            _mm_storeu_si128(even.as_mut_ptr().cast(), _mm_packus_epi16(a, b));
+            if n == 32 {
+                let b = _mm_and_si128(_mm_loadu_si128(row.as_ptr().add(16).cast()), low);
+                _mm_storeu_si128(even.as_mut_ptr().cast(), _mm_packus_epi16(a, b));
+            } else {
+                let e = _mm_packus_epi16(a, _mm_setzero_si128());
+                _mm_storel_epi64(even.as_mut_ptr().cast(), e);
+            }
         }
     }
 
@@ -413,6 +420,8 @@ mod tests {
     fn subsample_takes_every_strided_sample() {
         for (h, w, sy, sx) in [
             (5, 33, 2, 2),
+            (3, 16, 2, 2),
+            (3, 48, 2, 2),
             (4, 64, 2, 2),
             (7, 70, 3, 2),
             (6, 17, 2, 3),
