@@ -95,14 +95,17 @@ pub fn reinterpret_s8_as_u8(src: &[u8], out: &mut [u8]) {
 pub fn dequantize(src: &[u8], from: Codes, out: &mut [f32]) {
     out.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| {
-            if !requant::dequantize(s, from.ty, from.scale, d) {
-                let t = table(|b| quant::dequantize(quant::decode(b, from.ty), from.scale));
-                d.iter_mut()
-                    .zip(s)
-                    .for_each(|(d, &b)| *d = t[usize::from(b)]);
-            }
-        });
+        .for_each(|(d, s)| dequantize_run(s, from, d));
+}
+
+/// `dequantize` of one run, on this thread.
+pub fn dequantize_run(src: &[u8], from: Codes, out: &mut [f32]) {
+    if !requant::dequantize(src, from.ty, from.scale, out) {
+        let t = table(|b| quant::dequantize(quant::decode(b, from.ty), from.scale));
+        out.iter_mut()
+            .zip(src)
+            .for_each(|(d, &b)| *d = t[usize::from(b)]);
+    }
 }
 
 /// ReLU on codes in place (MKL-DNN's standalone ReLU keeps the type and scale): negatives times the

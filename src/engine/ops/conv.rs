@@ -126,6 +126,17 @@ thread_local! {
     static PHASES: RefCell<Phases> = RefCell::new(Phases::default());
     /// The residual of a fused sum, set aside while the convolution overwrites it.
     static RESIDUAL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One image's values, from the codes a convolution was given (`Input::Codes`).
+    static DECODED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A convolution's input: FP32 values, or codes whose values it reads (each image's dequantized
+/// into a buffer of the thread that convolves it while in cache, rather than the whole batch's
+/// values written out first).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Values(&'a [f32]),
+    Codes(&'a [u8], Codes),
 }
 
 /// The weights (and bias) of each group packed for the GEMM, their depth in `order` (none for
@@ -217,7 +228,14 @@ pub fn convolution(
     posts: &[Post],
     out: &mut [f32],
 ) -> Result<(), String> {
-    convolution_fused(x, dims, f, g, (posts, Extras::default()), out)
+    convolution_fused(
+        Input::Values(x),
+        dims,
+        f,
+        g,
+        (posts, Extras::default()),
+        out,
+    )
 }
 
 /// What a fused convolution does besides its steps, each image while it is in cache.
@@ -270,7 +288,7 @@ pub fn convolution_to_codes(
 
 /// `convolution` with its `Extras`.
 pub fn convolution_fused(
-    x: &[f32],
+    x: Input,
     [n, c, h, w]: [usize; 4],
     f: &Filter,
     g: &Geometry,
@@ -285,6 +303,9 @@ pub fn convolution_fused(
         return Err("the codes do not match the output's size".into());
     }
     if g.is_depthwise(c, m) {
+        let Input::Values(x) = x else {
+            return Err("a depthwise convolution reads FP32 values".into());
+        };
         summed(sum, out, |out| depthwise(x, [n, c, h, w], f, g, posts, out));
         if let Some((to, bytes)) = codes {
             codes::quantize(out, to, bytes);
@@ -310,17 +331,34 @@ pub fn convolution_fused(
             codes::quantize_run(o, to, b);
         }
     };
-    let images = out
-        .par_chunks_mut(m * plane)
-        .zip(x.par_chunks(c * h * w))
-        .take(n);
+    let image_len = c * h * w;
+    let fits = match x {
+        Input::Values(v) => v.len() >= n * image_len,
+        Input::Codes(b, _) => b.len() >= n * image_len,
+    };
+    if !fits || out.len() < n * m * plane {
+        return Err("the input or output is shorter than the batch".into());
+    }
+    let images = out.par_chunks_mut(m * plane).take(n).enumerate();
     match codes {
         Some((to, bytes)) => images
             .zip(bytes.par_chunks_mut(m * plane))
-            .for_each(|((o, img), b)| one(o, img, Some((to, b)))),
-        None => images.for_each(|(o, img)| one(o, img, None)),
+            .for_each(|((i, o), b)| with_image(x, i, image_len, |img| one(o, img, Some((to, b))))),
+        None => images.for_each(|(i, o)| with_image(x, i, image_len, |img| one(o, img, None))),
     }
     Ok(())
+}
+
+/// Image i (`len` values) of the input, as given or decoded on this thread.
+fn with_image<R>(x: Input, i: usize, len: usize, run: impl FnOnce(&[f32]) -> R) -> R {
+    match x {
+        Input::Values(v) => run(&v[i * len..(i + 1) * len]),
+        Input::Codes(b, from) => DECODED.with_borrow_mut(|d| {
+            d.resize(len, 0.0);
+            codes::dequantize_run(&b[i * len..(i + 1) * len], from, d);
+            run(d)
+        }),
+    }
 }
 
 /// Which of a convolution's steps its GEMM applies as it stores.
@@ -1024,7 +1062,15 @@ mod tests {
                 sum: Some(sum),
                 codes: None,
             };
-            convolution_fused(&x, [2, c, h, w], &filter, &g, (&[], extras), &mut out).unwrap();
+            convolution_fused(
+                Input::Values(&x),
+                [2, c, h, w],
+                &filter,
+                &g,
+                (&[], extras),
+                &mut out,
+            )
+            .unwrap();
             for ((o, p), r) in out.iter().zip(&plain).zip(&residual) {
                 let v = 2.0 * p + 0.5 * r;
                 assert_eq!(*o, if v < 0.0 { v * 0.1 } else { v }, "{g:?}");
@@ -1039,10 +1085,43 @@ mod tests {
                 sum: Some(sum),
                 codes: Some((to, &mut got)),
             };
-            convolution_fused(&x, [2, c, h, w], &filter, &g, (&[], extras), &mut again).unwrap();
+            convolution_fused(
+                Input::Values(&x),
+                [2, c, h, w],
+                &filter,
+                &g,
+                (&[], extras),
+                &mut again,
+            )
+            .unwrap();
             let mut want = vec![0u8; out.len()];
             codes::quantize(&out, to, &mut want);
             assert_eq!((again, got), (out, want), "{g:?}");
+            // Codes for input: the result of their values (each image decoded on its thread).
+            let from = Codes {
+                ty: crate::engine::quant::IntType::S8,
+                scale: 4.0,
+            };
+            let mut bytes = vec![0u8; x.len()];
+            codes::quantize(&x, from, &mut bytes);
+            let mut values = vec![0.0f32; x.len()];
+            codes::dequantize(&bytes, from, &mut values);
+            let run = |input: Input, out: &mut [f32]| {
+                let extras = Extras {
+                    sum: Some(sum),
+                    codes: None,
+                };
+                convolution_fused(input, [2, c, h, w], &filter, &g, (&[], extras), out)
+            };
+            let (mut of_values, mut of_codes) = (residual.clone(), residual.clone());
+            run(Input::Values(&values), &mut of_values).unwrap();
+            let decoded = run(Input::Codes(&bytes, from), &mut of_codes);
+            if g.is_depthwise(c, m) {
+                assert!(decoded.is_err(), "a depthwise convolution reads values");
+            } else {
+                decoded.unwrap();
+                assert_eq!(of_codes, of_values, "{g:?}");
+            }
         }
     }
 

@@ -408,7 +408,17 @@ impl Session<'_, '_> {
         let plan = self.plan;
         let (bottom, top, dims) = conv_io(plan, layer, None)?;
         let (bin, bout) = (plan.buffer_of[bottom], plan.buffer_of[top]);
-        self.refresh(bin);
+        // Codes whose values nothing has made yet are read as codes, each image's values made
+        // while in cache (not for a depthwise convolution, nor when an observer wants every value).
+        let codes_in = self
+            .int8
+            .codes(bin)
+            .filter(|_| self.int8.stale[bin] && !self.eager && bin != bout)
+            .filter(|_| !f.geometry.is_depthwise(dims[1], f.bias.len()));
+        let to_pooled = f.sum.is_none() && bin != bout && self.max_pools_codes(id, top).is_some();
+        if codes_in.is_none() || to_pooled {
+            self.refresh(bin);
+        }
         if f.sum.is_some() {
             // The residual, in the output's buffer.
             self.refresh(bout);
@@ -460,7 +470,10 @@ impl Session<'_, '_> {
             bytes.resize(out.len(), 0);
         }
         let result = (|| {
-            let x = contiguous(self.value(bottom))?;
+            let x = match codes_in {
+                Some(from) if !to_pooled => conv::Input::Codes(&self.int8.bytes[bin], from),
+                _ => conv::Input::Values(contiguous(self.value(bottom))?),
+            };
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
             let extras = conv::Extras {
                 // The Eltwise (residual coefficient first), then the fused ReLU.
