@@ -21,7 +21,7 @@ use crate::engine::plan::{Plan, Prepared};
 use crate::engine::precision::{Exec, Repr};
 use crate::engine::quant::IntType;
 use crate::model::Layer;
-use crate::model::layer::{Activation, Identity, LayerKind, PoolMethod};
+use crate::model::layer::{Activation, EltwiseOp, Identity, LayerKind, PoolMethod};
 
 /// Per buffer: what it holds now, and its codes when that is INT8.
 #[derive(Debug, Default)]
@@ -98,6 +98,61 @@ impl State {
     }
 }
 
+/// The most inputs `Session::eltwise_sum` takes (more go through `tensor::eltwise`).
+const SUM_INPUTS: usize = 4;
+
+/// Values per block of `sum_blocks` (16 KB of decoded codes, in L1).
+const SUM_BLOCK: usize = 4096;
+
+thread_local! {
+    /// A block of codes decoded by `sum_blocks`.
+    static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An input of `sum_blocks`: FP32 values, or codes decoded block by block.
+#[derive(Debug, Clone, Copy)]
+enum Summand<'a> {
+    Values(&'a [f32]),
+    Codes(&'a [u8], Codes),
+}
+
+/// `out = Σ coeff[i]·input[i]` in input order (coefficient 1 when none is given), as
+/// `tensor::eltwise` computes it.
+fn sum_blocks(inputs: &[Option<Summand>], coeff: &[f32], out: &mut [f32]) -> Result<(), String> {
+    let fits = inputs.iter().flatten().all(|x| match x {
+        Summand::Values(v) => v.len() == out.len(),
+        Summand::Codes(b, _) => b.len() == out.len(),
+    });
+    if !fits || (!coeff.is_empty() && coeff.len() != inputs.iter().flatten().count()) {
+        return Err("the inputs must all have the output's size, one coefficient each".into());
+    }
+    out.par_chunks_mut(SUM_BLOCK)
+        .enumerate()
+        .for_each(|(k, o)| {
+            let range = k * SUM_BLOCK..k * SUM_BLOCK + o.len();
+            DECODED.with_borrow_mut(|decoded| {
+                decoded.resize(SUM_BLOCK, 0.0);
+                for (i, x) in inputs.iter().flatten().enumerate() {
+                    let v: &[f32] = match *x {
+                        Summand::Values(v) => &v[range.clone()],
+                        Summand::Codes(b, from) => {
+                            let d = &mut decoded[..o.len()];
+                            codes::dequantize_run(&b[range.clone()], from, d);
+                            d
+                        }
+                    };
+                    let c = coeff.get(i).copied().unwrap_or(1.0);
+                    if i == 0 {
+                        o.iter_mut().zip(v).for_each(|(o, &v)| *o = c * v);
+                    } else {
+                        o.iter_mut().zip(v).for_each(|(o, &v)| *o += c * v);
+                    }
+                }
+            });
+        });
+    Ok(())
+}
+
 /// What a buffer holding codes a layer wrote (not a sum buffer) holds.
 fn codes_repr(c: Codes) -> Repr {
     Repr::Int {
@@ -142,6 +197,9 @@ impl Session<'_, '_> {
             let exec = &int8.precision.exec[id];
             let result = match (exec, &int8.layers[id]) {
                 (Exec::Absorbed, _) => Ok(()),
+                (Exec::F32, Int8Layer::Plain) if self.sums_as_read(layer) => {
+                    self.eltwise_sum(layer)
+                }
                 (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec, read)) => {
                     self.int8_conv(id, layer, conv, (*spec, *read), *output)
                 }
@@ -179,6 +237,56 @@ impl Session<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `eltwise_sum` runs this layer: an Eltwise SUM of at most `SUM_INPUTS` inputs, none
+    /// its output's buffer, with no observer looking at values.
+    fn sums_as_read(&self, layer: &Layer) -> bool {
+        let LayerKind::Eltwise {
+            op: EltwiseOp::Sum, ..
+        } = layer.kind
+        else {
+            return false;
+        };
+        let buffer_of = &self.plan.buffer_of;
+        let out = layer.tops.first().map(|&t| buffer_of[t]);
+        !self.eager
+            && (1..=SUM_INPUTS).contains(&layer.bottoms.len())
+            && layer.bottoms.iter().all(|&b| Some(buffer_of[b]) != out)
+    }
+
+    /// An Eltwise SUM (as `tensor::eltwise`, term by term in input order) reading its inputs as
+    /// they stand: codes whose values nothing has made yet are decoded block by block on the thread
+    /// that sums them (their own values stay unmade).
+    fn eltwise_sum(&mut self, layer: &Layer) -> Result<(), String> {
+        let plan = self.plan;
+        let LayerKind::Eltwise { coeff, .. } = &layer.kind else {
+            return Err("not an Eltwise".into());
+        };
+        let &top = layer.tops.first().ok_or("no output")?;
+        let bout = plan.buffer_of[top];
+        let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        let result = (|| {
+            let mut inputs = [None; SUM_INPUTS];
+            for (slot, &b) in inputs.iter_mut().zip(&layer.bottoms) {
+                let buf = plan.buffer_of[b];
+                *slot = Some(
+                    match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
+                        Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
+                        None => Summand::Values(contiguous(&self.values[buf])?),
+                    },
+                );
+            }
+            let o = out.as_slice_mut().ok_or("non-contiguous output")?;
+            sum_blocks(&inputs, coeff, o)
+        })();
+        self.values[bout] = out;
+        let st = &mut self.int8;
+        st.repr[bout] = Repr::F32;
+        st.stale[bout] = false;
+        st.via_f32[bout] = false;
+        st.codes_too[bout] = None;
+        result
     }
 
     /// Makes a buffer's FP32 values from its codes if they are stale.
@@ -787,5 +895,45 @@ impl Session<'_, '_> {
         st.stored(bout, out_repr, &mut values, self.eager);
         self.values[bout] = values;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::tensor;
+
+    /// Codes decoded block by block and summed equal `tensor::eltwise` of their values, bit for
+    /// bit, with and without coefficients, over sizes around the block.
+    #[test]
+    fn sums_of_codes_read_as_they_stand_equal_the_eltwise_of_their_values() {
+        let from = Codes {
+            ty: IntType::S8,
+            scale: 3.7,
+        };
+        for n in [1, SUM_BLOCK - 1, SUM_BLOCK, 2 * SUM_BLOCK + 5] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 73 % 256) as u8).collect();
+            let values: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.31 - 11.0).collect();
+            let mut decoded = vec![0.0f32; n];
+            codes::dequantize(&bytes, from, &mut decoded);
+            for coeff in [&[][..], &[0.5, -2.0][..]] {
+                let mut want = vec![0.0f32; n];
+                tensor::eltwise(EltwiseOp::Sum, coeff, &[&values, &decoded], &mut want).unwrap();
+                let inputs = [
+                    Some(Summand::Values(&values)),
+                    Some(Summand::Codes(&bytes, from)),
+                ];
+                let mut got = vec![f32::NAN; n];
+                sum_blocks(&inputs, coeff, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{n} values, coefficients {coeff:?}"
+                );
+            }
+            let short = [Some(Summand::Codes(&bytes[..n - 1], from))];
+            assert!(sum_blocks(&short, &[], &mut vec![0.0; n]).is_err());
+        }
     }
 }
