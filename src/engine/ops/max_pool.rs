@@ -105,7 +105,8 @@ fn per_vector<T: Lanes>(stride: usize) -> usize {
 /// it: the window columns are then taken from the row's register by permutations, with no border
 /// row written and read back.
 fn in_one_vector(w: usize, ow: usize, cols: Columns) -> bool {
-    w <= 64 && ow <= 64 && cols.pad < 64 && (ow - 1) * cols.stride + cols.kernel <= 64 + cols.pad
+    let reach = (ow - 1) * cols.stride + cols.kernel;
+    w <= 64 && ow <= 64 && cols.pad < 64 && cols.stride <= 64 && reach <= 64 + cols.pad
 }
 
 /// Whether the kernel runs on this CPU for these columns.
@@ -198,6 +199,23 @@ mod x86 {
         g
     }
 
+    /// Per stride s (up to 64): lane j holds j·s, at most 127 (made once: per plane, the lanes cost
+    /// as much as pooling a 16 × 16 plane).
+    static STRIDED: [[i8; 64]; 65] = {
+        let mut t = [[0i8; 64]; 65];
+        let mut s = 0;
+        while s < 65 {
+            let mut j = 0;
+            while j < 64 {
+                let v = j * s;
+                t[s][j] = if v > 127 { 127 } else { v as i8 };
+                j += 1;
+            }
+            s += 1;
+        }
+        t
+    };
+
     /// `plane_u8` for rows that fit one vector (`in_one_vector`): per output row the window rows'
     /// maximum in a register, then per kernel column the lanes j·stride + t − pad gathered from it
     /// (lanes outside the row read as zero, the border), and their maximum.
@@ -211,10 +229,10 @@ mod x86 {
         let (row_mask, out_mask) = (first64(k.w), first64(k.ow));
         // Lane j of window column 0 reads lane j·stride − pad (as a signed byte: every read lies
         // within -pad..64, `in_one_vector`; lanes past ow are not stored).
-        let first: [i8; 64] =
-            std::array::from_fn(|j| (j * stride).min(127).wrapping_sub(pad) as i8);
-        // SAFETY (all blocks): the caller's `x` holds every window row and `out` oh·ow bytes.
-        let first = unsafe { _mm512_loadu_si512(first.as_ptr().cast()) };
+        // SAFETY (all blocks): the caller's `x` holds every window row and `out` oh·ow bytes;
+        // `in_one_vector` holds the stride to at most 64.
+        let first = unsafe { _mm512_loadu_si512(STRIDED[stride].as_ptr().cast()) };
+        let first = _mm512_sub_epi8(first, _mm512_set1_epi8(pad as i8));
         let (zero, width) = (_mm512_setzero_si512(), _mm512_set1_epi8(k.w as i8));
         // Where window column t reads, and which of those lanes lie in the row and are stored.
         let column = |t: usize| {
