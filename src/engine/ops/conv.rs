@@ -278,6 +278,7 @@ pub fn convolution_to_codes(
                         let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
                         let og = &mut o[gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane];
                         let out = (Dest::Codes(og, to), steps.relu);
+                        let input = Input::Values(input);
                         phased((wg, f.order), input, (cg, h, w), g, buf, scratch, out);
                     }
                 });
@@ -318,7 +319,7 @@ pub fn convolution_fused(
     let (relu, rest) = (steps.relu, steps.rest);
     // When the GEMM applies every step, the sum and the codes are made as each tile is copied out.
     let in_copy = steps.all() && !g.is_pointwise();
-    let one = |o: &mut [f32], img: &[f32], codes: Option<(Codes, &mut [u8])>| {
+    let one = |o: &mut [f32], img: Input, codes: Option<(Codes, &mut [u8])>| {
         if in_copy {
             let tail = Tail { sum, codes };
             image(img, (cg, h, w), f, g, (relu, rest), (o, tail));
@@ -343,21 +344,31 @@ pub fn convolution_fused(
     match codes {
         Some((to, bytes)) => images
             .zip(bytes.par_chunks_mut(m * plane))
-            .for_each(|((i, o), b)| with_image(x, i, image_len, |img| one(o, img, Some((to, b))))),
-        None => images.for_each(|(i, o)| with_image(x, i, image_len, |img| one(o, img, None))),
+            .for_each(|((i, o), b)| one(o, x.part(i * image_len, image_len), Some((to, b)))),
+        None => images.for_each(|(i, o)| one(o, x.part(i * image_len, image_len), None)),
     }
     Ok(())
 }
 
-/// Image i (`len` values) of the input, as given or decoded on this thread.
-fn with_image<R>(x: Input, i: usize, len: usize, run: impl FnOnce(&[f32]) -> R) -> R {
-    match x {
-        Input::Values(v) => run(&v[i * len..(i + 1) * len]),
-        Input::Codes(b, from) => DECODED.with_borrow_mut(|d| {
-            d.resize(len, 0.0);
-            codes::dequantize_run(&b[i * len..(i + 1) * len], from, d);
-            run(d)
-        }),
+impl<'a> Input<'a> {
+    /// The `len` values from `at`.
+    fn part(self, at: usize, len: usize) -> Input<'a> {
+        match self {
+            Input::Values(v) => Input::Values(&v[at..at + len]),
+            Input::Codes(b, from) => Input::Codes(&b[at..at + len], from),
+        }
+    }
+
+    /// `run` on the values, as given or decoded on this thread.
+    fn with_values<R>(self, run: impl FnOnce(&[f32]) -> R) -> R {
+        match self {
+            Input::Values(v) => run(v),
+            Input::Codes(b, from) => DECODED.with_borrow_mut(|d| {
+                d.resize(b.len(), 0.0);
+                codes::dequantize_run(b, from, d);
+                run(d)
+            }),
+        }
     }
 }
 
@@ -421,7 +432,7 @@ struct Tail<'a> {
 /// One image of `convolution_fused`: each group's product (with `tail` as it is copied out), then the
 /// bias when the GEMM did not add it, then the remaining steps.
 fn image(
-    img: &[f32],
+    img: Input,
     (cg, h, w): (usize, usize, usize),
     f: &Filter,
     g: &Geometry,
@@ -432,11 +443,13 @@ fn image(
     let plane = oh * ow;
     GEMM.with_borrow_mut(|scratch| {
         for (gi, wg) in f.packed.iter().enumerate() {
-            let input = &img[gi * cg * h * w..(gi + 1) * cg * h * w];
+            let input = img.part(gi * cg * h * w, cg * h * w);
             let span = gi * wg.rows() * plane..(gi + 1) * wg.rows() * plane;
             let og = &mut o[span.clone()];
             if g.is_pointwise() {
-                gemm_strided(wg, input, (plane, plane), (og, plane), relu, scratch);
+                input.with_values(|x| {
+                    gemm_strided(wg, x, (plane, plane), (og, plane), relu, scratch)
+                });
             } else {
                 PHASED.with_borrow_mut(|buf| {
                     let tail = Tail {
@@ -481,7 +494,7 @@ const WIDE_FLOATS: usize = 64 * 1024;
 /// in place (in the weights' order); the wide output is copied out in tiles of whole rows.
 fn phased(
     (wg, order): (&PackedA, SumOrder),
-    input: &[f32],
+    input: Input,
     (c, h, w): (usize, usize, usize),
     g: &Geometry,
     buf: &mut Phased,
@@ -493,8 +506,20 @@ fn phased(
     let (len, wq) = (grid.channel_len(), grid.wq);
     buf.image.clear();
     buf.image.resize(c * len, 0.0);
-    for (src, dst) in input.chunks(h * w).zip(buf.image.chunks_mut(len)) {
-        grid.split(src, w, dst);
+    match input {
+        // Codes at a column stride of 1 are decoded straight into their rows of the phases.
+        Input::Codes(b, from) if grid.column_stride() == 1 => {
+            for (src, dst) in b.chunks(h * w).zip(buf.image.chunks_mut(len)) {
+                grid.place_rows([h, w], dst, |r, row| {
+                    codes::dequantize_run(&src[r * w..(r + 1) * w], from, row)
+                });
+            }
+        }
+        _ => input.with_values(|x| {
+            for (src, dst) in x.chunks(h * w).zip(buf.image.chunks_mut(len)) {
+                grid.split(src, w, dst);
+            }
+        }),
     }
     grid.taps(g.kernel, &mut buf.taps);
     order.starts(c, &buf.taps, len, &mut buf.starts);

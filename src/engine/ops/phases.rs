@@ -109,6 +109,26 @@ impl PhaseGrid {
         }
     }
 
+    /// At a column stride of 1 (else nothing): `row(r, dst)` fills row r of an h × w plane in its
+    /// place in one channel's phases (`split` of a plane made row by row), for the rows some tap
+    /// reads; the rest is left as filled.
+    pub fn place_rows<T>(
+        &self,
+        [h, w]: [usize; 2],
+        out: &mut [T],
+        mut row: impl FnMut(usize, &mut [T]),
+    ) {
+        let first = self.columns()[0];
+        if self.stride[1] != 1 {
+            return;
+        }
+        for (r, at) in self.plane_rows(h).enumerate() {
+            if let Some(at) = at {
+                row(r, &mut out[at + first..at + first + w]);
+            }
+        }
+    }
+
     /// Writes a plane's phases into `out` (one channel's length, filled with the padding value
     /// beforehand); row phases no tap reads are left as filled.
     pub fn split<T: Element>(&self, plane: &[T], w: usize, out: &mut [T]) {
@@ -438,6 +458,29 @@ mod tests {
                     "{h}×{w} stride {sy},{sx}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn rows_placed_one_by_one_are_the_split() {
+        for (stride, pad, kernel) in [(1, 1, 3), (1, 0, 3), (1, 2, 5), (2, 1, 3)] {
+            let g = Geometry {
+                kernel: [kernel, kernel],
+                stride: [stride, 1],
+                pad: [pad; 2],
+                dilation: [1, 1],
+                group: 1,
+            };
+            let (h, w) = (6, 9);
+            let grid = PhaseGrid::new(&g, [h, w]);
+            let plane: Vec<f32> = (0..h * w).map(|i| i as f32 + 1.0).collect();
+            let (mut split, mut placed) =
+                (vec![0.0; grid.channel_len()], vec![0.0; grid.channel_len()]);
+            grid.split(&plane, w, &mut split);
+            grid.place_rows([h, w], &mut placed, |r, row| {
+                row.copy_from_slice(&plane[r * w..(r + 1) * w])
+            });
+            assert_eq!(placed, split, "stride {stride} pad {pad}");
         }
     }
 
