@@ -231,7 +231,9 @@ mod x86 {
             .step_by(32)
             .flat_map(|j0| (0..oblocks).step_by(2).map(move |ob| (j0, ob)));
         for (i, (j0, ob)) in steps.enumerate() {
-            unsafe { products(w, (b, step), j0, ob) };
+            // A strip of at most 16 columns (the tail of a small map's grid) computes one half.
+            let both = n - j0 > 16;
+            unsafe { products(w, (b, step), (j0, both), ob) };
             if let Some(done) = pending {
                 unsafe { requantize(&blocks[done], w.rows, params, (out, ldo)) };
             }
@@ -249,7 +251,12 @@ mod x86 {
 
     /// Tiles 0-3: the sums of channel blocks ob, ob + 1 (when there is one) × columns j0..j0 + 32.
     #[inline]
-    unsafe fn products(w: &AmxWeights, (b, step): (Quads, usize), j0: usize, ob: usize) {
+    unsafe fn products(
+        w: &AmxWeights,
+        (b, step): (Quads, usize),
+        (j0, both): (usize, bool),
+        ob: usize,
+    ) {
         let pair = ob + 1 < w.rows.div_ceil(TILE);
         let (ws, base) = (w.kq * 4, b.data.as_ptr());
         // SAFETY (all blocks): as `gemm_quads` checked, with the tiles configured by `kernel`.
@@ -262,7 +269,29 @@ mod x86 {
                 let x0 = unsafe { base.add(b.starts[t * w.quads + cb * w.kq] + 4 * j0) };
                 let x1 = x0.wrapping_add(64);
                 let a0 = w.tile(ob, t, cb);
-                if pair {
+                if !both {
+                    // The first half only: tile 0, and tile 2 for a pair.
+                    unsafe {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {ws}*1]",
+                            "tileloadd tmm6, [{x0} + {bs}*1]",
+                            "tdpbsud tmm0, tmm4, tmm6",
+                            a0 = in(reg) a0, ws = in(reg) ws, x0 = in(reg) x0, bs = in(reg) step,
+                            options(nostack, readonly)
+                        )
+                    };
+                    if pair {
+                        let a1 = w.tile(ob + 1, t, cb);
+                        unsafe {
+                            asm!(
+                                "tileloadd tmm5, [{a1} + {ws}*1]",
+                                "tdpbsud tmm2, tmm5, tmm6",
+                                a1 = in(reg) a1, ws = in(reg) ws,
+                                options(nostack, readonly)
+                            )
+                        };
+                    }
+                } else if pair {
                     let a1 = w.tile(ob + 1, t, cb);
                     unsafe {
                         asm!(
