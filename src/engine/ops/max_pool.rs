@@ -124,32 +124,53 @@ pub fn plane<T: Lanes>(
     cols: Columns,
     out: &mut [T],
 ) -> bool {
+    planes(x, (w, x.len()), rows, cols, out)
+}
+
+/// `plane` of each of the planes `x` holds, `len` values apart (their outputs one after the other
+/// in `out`): the checks are made once, and small planes whose rows fit one vector are pooled in
+/// one call of the kernel each, with nothing set up per plane.
+pub fn planes<T: Lanes>(
+    x: &[T],
+    (w, len): (usize, usize),
+    rows: &[(usize, usize, f32)],
+    cols: Columns,
+    out: &mut [T],
+) -> bool {
     let Columns {
         kernel,
         stride,
         pad,
     } = cols;
     let oh = rows.len();
-    let fits = rows
-        .iter()
-        .all(|&(hs, he, _)| hs <= he && he * w <= x.len());
-    if !takes::<T>(cols) || oh == 0 || w == 0 || !fits {
+    let fits = rows.iter().all(|&(hs, he, _)| hs <= he && he * w <= len);
+    let count = x.len() / len.max(1);
+    if !takes::<T>(cols) || oh == 0 || w == 0 || !fits || count == 0 || out.len() % count != 0 {
         return false;
     }
-    let ow = out.len() / oh;
+    let ow = out.len() / count / oh;
     if T::LANES == 64 && in_one_vector(w, ow, cols) {
-        let k = Kernel {
-            x: x.as_ptr(),
-            w,
-            rows,
-            cols,
-            border: std::ptr::null_mut(),
-            out: out.as_mut_ptr(),
-            ow,
-        };
-        // SAFETY: as below; the kernel reads no border for a row in one vector (`in_one_vector`).
-        unsafe { T::kernel(k) };
+        for (x, out) in x.chunks_exact(len).zip(out.chunks_exact_mut(oh * ow)) {
+            let k = Kernel {
+                x: x.as_ptr(),
+                w,
+                rows,
+                cols,
+                border: std::ptr::null_mut(),
+                out: out.as_mut_ptr(),
+                ow,
+            };
+            // SAFETY: as below; the kernel reads no border for a row in one vector
+            // (`in_one_vector`).
+            unsafe { T::kernel(k) };
+        }
         return true;
+    }
+    if count > 1 {
+        return x
+            .chunks_exact(len)
+            .zip(out.chunks_exact_mut(oh * ow))
+            .all(|(x, out)| plane(x, w, rows, cols, out));
     }
     // Written: pad + whole vectors; read: two vectors past the last output block's furthest column.
     let per = per_vector::<T>(stride);

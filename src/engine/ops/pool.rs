@@ -238,9 +238,11 @@ fn max_kernel<T: Lanes + Send + Sync>(
     if !max_pool::takes::<T>(cols) || cols.kernel > ow || oh * ow == 0 || h * w == 0 {
         return false;
     }
-    out.par_chunks_mut(oh * ow)
-        .zip(x.par_chunks(h * w))
-        .all(|(o, x)| max_pool::plane(x, w, &win.rows.windows, cols, o))
+    // Several small planes per task (about 16 KB of input).
+    let per_task = (16 * 1024 / (h * w * std::mem::size_of::<T>())).max(1);
+    out.par_chunks_mut(oh * ow * per_task)
+        .zip(x.par_chunks(h * w * per_task))
+        .all(|(o, x)| max_pool::planes(x, (w, h * w), &win.rows.windows, cols, o))
 }
 
 /// MAX pooling as the maximum of each window's rows first (one vectorized pass over whole rows per
