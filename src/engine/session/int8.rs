@@ -116,6 +116,40 @@ enum Summand<'a> {
     Codes(&'a [u8], Codes),
 }
 
+/// `tensor::concat` along `axis` of values and codes (decoded as they are copied): each outer index
+/// (the image, for axis 1) in parallel.
+fn join_blocks(
+    inputs: &[Option<(Summand, &[usize])>],
+    axis: usize,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let block = |d: &[usize]| d.get(axis..).map_or(0, |d| d.iter().product::<usize>());
+    let total: usize = inputs.iter().flatten().map(|(_, d)| block(d)).sum();
+    let fits = inputs.iter().flatten().all(|(x, d)| {
+        let len = match x {
+            Summand::Values(v) => v.len(),
+            Summand::Codes(b, _) => b.len(),
+        };
+        d.len() > axis && len == out.len() / total.max(1) * block(d)
+    });
+    if !fits || total == 0 || out.len() % total != 0 {
+        return Err("the inputs do not make up the output".into());
+    }
+    out.par_chunks_mut(total).enumerate().for_each(|(o, dst)| {
+        let mut offset = 0;
+        for (x, d) in inputs.iter().flatten() {
+            let n = block(d);
+            let to = &mut dst[offset..offset + n];
+            match *x {
+                Summand::Values(v) => to.copy_from_slice(&v[o * n..(o + 1) * n]),
+                Summand::Codes(b, from) => codes::dequantize_run(&b[o * n..(o + 1) * n], from, to),
+            }
+            offset += n;
+        }
+    });
+    Ok(())
+}
+
 /// `out = Σ coeff[i]·input[i]` in input order (coefficient 1 when none is given), as
 /// `tensor::eltwise` computes it.
 fn sum_blocks(inputs: &[Option<Summand>], coeff: &[f32], out: &mut [f32]) -> Result<(), String> {
@@ -200,6 +234,9 @@ impl Session<'_, '_> {
                 (Exec::F32, Int8Layer::Plain) if self.sums_as_read(layer) => {
                     self.eltwise_sum(layer)
                 }
+                (Exec::F32, Int8Layer::Plain) if self.joins_as_read(layer) => {
+                    self.concat_read(layer)
+                }
                 (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec, read)) => {
                     self.int8_conv(id, layer, conv, (*spec, *read), *output)
                 }
@@ -253,6 +290,54 @@ impl Session<'_, '_> {
         !self.eager
             && (1..=SUM_INPUTS).contains(&layer.bottoms.len())
             && layer.bottoms.iter().all(|&b| Some(buffer_of[b]) != out)
+    }
+
+    /// Whether `concat_read` runs this layer: a Concat of at most `SUM_INPUTS` inputs, none its
+    /// output's buffer, with no observer looking at values.
+    fn joins_as_read(&self, layer: &Layer) -> bool {
+        let LayerKind::Concat { .. } = layer.kind else {
+            return false;
+        };
+        let buffer_of = &self.plan.buffer_of;
+        let out = layer.tops.first().map(|&t| buffer_of[t]);
+        !self.eager
+            && (1..=SUM_INPUTS).contains(&layer.bottoms.len())
+            && layer.bottoms.iter().all(|&b| Some(buffer_of[b]) != out)
+    }
+
+    /// A Concat (as `tensor::concat`) reading its inputs as they stand: codes whose values nothing
+    /// has made yet are decoded straight into their place in the output.
+    fn concat_read(&mut self, layer: &Layer) -> Result<(), String> {
+        let plan = self.plan;
+        let LayerKind::Concat { axis } = layer.kind else {
+            return Err("not a Concat".into());
+        };
+        let &top = layer.tops.first().ok_or("no output")?;
+        let bout = plan.buffer_of[top];
+        let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
+        let result = (|| {
+            let mut inputs = [None; SUM_INPUTS];
+            let mut rank = 0;
+            for (slot, &b) in inputs.iter_mut().zip(&layer.bottoms) {
+                let (buf, dims) = (plan.buffer_of[b], plan.shapes[b].as_slice());
+                rank = dims.len();
+                let x = match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
+                    Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
+                    None => Summand::Values(contiguous(&self.values[buf])?),
+                };
+                *slot = Some((x, dims));
+            }
+            let axis = crate::model::shape::canonical_axis(axis, rank)?;
+            let o = out.as_slice_mut().ok_or("non-contiguous output")?;
+            join_blocks(&inputs, axis, o)
+        })();
+        self.values[bout] = out;
+        let st = &mut self.int8;
+        st.repr[bout] = Repr::F32;
+        st.stale[bout] = false;
+        st.via_f32[bout] = false;
+        st.codes_too[bout] = None;
+        result
     }
 
     /// An Eltwise SUM (as `tensor::eltwise`, term by term in input order) reading its inputs as
@@ -935,5 +1020,33 @@ mod tests {
             let short = [Some(Summand::Codes(&bytes[..n - 1], from))];
             assert!(sum_blocks(&short, &[], &mut vec![0.0; n]).is_err());
         }
+    }
+
+    /// Codes decoded into their place equal `tensor::concat` of their values, bit for bit.
+    #[test]
+    fn joins_of_codes_read_as_they_stand_equal_the_concat_of_their_values() {
+        let from = Codes {
+            ty: IntType::U8,
+            scale: 5.25,
+        };
+        let (a_dims, b_dims) = ([2usize, 3, 4, 5], [2usize, 2, 4, 5]);
+        let values: Vec<f32> = (0..120).map(|i| i as f32 * 0.7 - 9.0).collect();
+        let bytes: Vec<u8> = (0..80).map(|i| (i * 37 % 256) as u8).collect();
+        let mut decoded = vec![0.0f32; 80];
+        codes::dequantize(&bytes, from, &mut decoded);
+        let mut want = vec![0.0f32; 200];
+        tensor::concat(&[(&values, &a_dims), (&decoded, &b_dims)], 1, &mut want);
+        let inputs = [
+            Some((Summand::Values(&values), &a_dims[..])),
+            Some((Summand::Codes(&bytes, from), &b_dims[..])),
+        ];
+        let mut got = vec![f32::NAN; 200];
+        join_blocks(&inputs, 1, &mut got).unwrap();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert!(join_blocks(&inputs, 1, &mut vec![0.0; 199]).is_err());
     }
 }
