@@ -145,7 +145,13 @@ pub fn planes<T: Lanes>(
     let oh = rows.len();
     let fits = rows.iter().all(|&(hs, he, _)| hs <= he && he * w <= len);
     let count = x.len() / len.max(1);
-    if !takes::<T>(cols) || oh == 0 || w == 0 || !fits || count == 0 || out.len() % count != 0 {
+    if !takes::<T>(cols)
+        || oh == 0
+        || w == 0
+        || !fits
+        || count == 0
+        || !out.len().is_multiple_of(count)
+    {
         return false;
     }
     let ow = out.len() / count / oh;

@@ -132,7 +132,7 @@ fn join_blocks(
         };
         d.len() > axis && len == out.len() / total.max(1) * block(d)
     });
-    if !fits || total == 0 || out.len() % total != 0 {
+    if !fits || total == 0 || !out.len().is_multiple_of(total) {
         return Err("the inputs do not make up the output".into());
     }
     out.par_chunks_mut(total).enumerate().for_each(|(o, dst)| {
