@@ -788,7 +788,7 @@ mod tests {
     use super::*;
 
     /// A seeded xorshift, so the shapes and values are the same on every run.
-    fn values(n: usize, seed: u64) -> Vec<u64> {
+    pub(super) fn values(n: usize, seed: u64) -> Vec<u64> {
         let mut s = seed | 1;
         (0..n)
             .map(|_| {

@@ -1082,20 +1082,15 @@ mod tests {
                 coeffs: [0.5, 2.0],
                 relu: Some(0.1),
             };
-            let mut out = residual.clone();
-            let extras = Extras {
-                sum: Some(sum),
-                codes: None,
+            let fused = |input: Input, codes: Option<(Codes, &mut [u8])>, out: &mut [f32]| {
+                let extras = Extras {
+                    sum: Some(sum),
+                    codes,
+                };
+                convolution_fused(input, [2, c, h, w], &filter, &g, (&[], extras), out)
             };
-            convolution_fused(
-                Input::Values(&x),
-                [2, c, h, w],
-                &filter,
-                &g,
-                (&[], extras),
-                &mut out,
-            )
-            .unwrap();
+            let mut out = residual.clone();
+            fused(Input::Values(&x), None, &mut out).unwrap();
             for ((o, p), r) in out.iter().zip(&plain).zip(&residual) {
                 let v = 2.0 * p + 0.5 * r;
                 assert_eq!(*o, if v < 0.0 { v * 0.1 } else { v }, "{g:?}");
@@ -1106,19 +1101,7 @@ mod tests {
                 scale: 3.1,
             };
             let (mut again, mut got) = (residual.clone(), vec![0u8; residual.len()]);
-            let extras = Extras {
-                sum: Some(sum),
-                codes: Some((to, &mut got)),
-            };
-            convolution_fused(
-                Input::Values(&x),
-                [2, c, h, w],
-                &filter,
-                &g,
-                (&[], extras),
-                &mut again,
-            )
-            .unwrap();
+            fused(Input::Values(&x), Some((to, &mut got)), &mut again).unwrap();
             let mut want = vec![0u8; out.len()];
             codes::quantize(&out, to, &mut want);
             assert_eq!((again, got), (out, want), "{g:?}");
@@ -1131,16 +1114,9 @@ mod tests {
             codes::quantize(&x, from, &mut bytes);
             let mut values = vec![0.0f32; x.len()];
             codes::dequantize(&bytes, from, &mut values);
-            let run = |input: Input, out: &mut [f32]| {
-                let extras = Extras {
-                    sum: Some(sum),
-                    codes: None,
-                };
-                convolution_fused(input, [2, c, h, w], &filter, &g, (&[], extras), out)
-            };
             let (mut of_values, mut of_codes) = (residual.clone(), residual.clone());
-            run(Input::Values(&values), &mut of_values).unwrap();
-            let decoded = run(Input::Codes(&bytes, from), &mut of_codes);
+            fused(Input::Values(&values), None, &mut of_values).unwrap();
+            let decoded = fused(Input::Codes(&bytes, from), None, &mut of_codes);
             if g.is_depthwise(c, m) {
                 assert!(decoded.is_err(), "a depthwise convolution reads values");
             } else {

@@ -98,7 +98,8 @@ impl State {
     }
 }
 
-/// The most inputs `Session::eltwise_sum` takes (more go through `tensor::eltwise`).
+/// The most inputs `Session::read_as_they_stand` takes (more go through `tensor::eltwise` and
+/// `tensor::concat`).
 const SUM_INPUTS: usize = 4;
 
 /// Values per block of `sum_blocks` (16 KB of decoded codes, in L1).
@@ -231,11 +232,8 @@ impl Session<'_, '_> {
             let exec = &int8.precision.exec[id];
             let result = match (exec, &int8.layers[id]) {
                 (Exec::Absorbed, _) => Ok(()),
-                (Exec::F32, Int8Layer::Plain) if self.sums_as_read(layer) => {
-                    self.eltwise_sum(layer)
-                }
-                (Exec::F32, Int8Layer::Plain) if self.joins_as_read(layer) => {
-                    self.concat_read(layer)
+                (Exec::F32, Int8Layer::Plain) if self.reads_as_they_stand(layer) => {
+                    self.read_as_they_stand(layer)
                 }
                 (Exec::Int8 { output, .. }, Int8Layer::Conv(conv, spec, read)) => {
                     self.int8_conv(id, layer, conv, (*spec, *read), *output)
@@ -276,78 +274,30 @@ impl Session<'_, '_> {
         Ok(())
     }
 
-    /// Whether `eltwise_sum` runs this layer: an Eltwise SUM of at most `SUM_INPUTS` inputs, none
-    /// its output's buffer, with no observer looking at values.
-    fn sums_as_read(&self, layer: &Layer) -> bool {
-        let LayerKind::Eltwise {
-            op: EltwiseOp::Sum, ..
-        } = layer.kind
-        else {
-            return false;
-        };
+    /// Whether `read_as_they_stand` runs this layer: an Eltwise SUM or a Concat of at most
+    /// `SUM_INPUTS` inputs, none its output's buffer, with no observer looking at values.
+    fn reads_as_they_stand(&self, layer: &Layer) -> bool {
+        let joins = matches!(
+            layer.kind,
+            LayerKind::Eltwise {
+                op: EltwiseOp::Sum,
+                ..
+            } | LayerKind::Concat { .. }
+        );
         let buffer_of = &self.plan.buffer_of;
         let out = layer.tops.first().map(|&t| buffer_of[t]);
-        !self.eager
+        joins
+            && !self.eager
             && (1..=SUM_INPUTS).contains(&layer.bottoms.len())
             && layer.bottoms.iter().all(|&b| Some(buffer_of[b]) != out)
     }
 
-    /// Whether `concat_read` runs this layer: a Concat of at most `SUM_INPUTS` inputs, none its
-    /// output's buffer, with no observer looking at values.
-    fn joins_as_read(&self, layer: &Layer) -> bool {
-        let LayerKind::Concat { .. } = layer.kind else {
-            return false;
-        };
-        let buffer_of = &self.plan.buffer_of;
-        let out = layer.tops.first().map(|&t| buffer_of[t]);
-        !self.eager
-            && (1..=SUM_INPUTS).contains(&layer.bottoms.len())
-            && layer.bottoms.iter().all(|&b| Some(buffer_of[b]) != out)
-    }
-
-    /// A Concat (as `tensor::concat`) reading its inputs as they stand: codes whose values nothing
-    /// has made yet are decoded straight into their place in the output.
-    fn concat_read(&mut self, layer: &Layer) -> Result<(), String> {
+    /// An Eltwise SUM (as `tensor::eltwise`, term by term in input order) or a Concat (as
+    /// `tensor::concat`) reading its inputs as they stand: codes whose values nothing has made yet
+    /// are decoded where they are used, block by block on the thread that sums them or straight
+    /// into their place in the output (their own values stay unmade).
+    fn read_as_they_stand(&mut self, layer: &Layer) -> Result<(), String> {
         let plan = self.plan;
-        let LayerKind::Concat { axis } = layer.kind else {
-            return Err("not a Concat".into());
-        };
-        let &top = layer.tops.first().ok_or("no output")?;
-        let bout = plan.buffer_of[top];
-        let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
-        let result = (|| {
-            let mut inputs = [None; SUM_INPUTS];
-            let mut rank = 0;
-            for (slot, &b) in inputs.iter_mut().zip(&layer.bottoms) {
-                let (buf, dims) = (plan.buffer_of[b], plan.shapes[b].as_slice());
-                rank = dims.len();
-                let x = match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
-                    Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
-                    None => Summand::Values(contiguous(&self.values[buf])?),
-                };
-                *slot = Some((x, dims));
-            }
-            let axis = crate::model::shape::canonical_axis(axis, rank)?;
-            let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            join_blocks(&inputs, axis, o)
-        })();
-        self.values[bout] = out;
-        let st = &mut self.int8;
-        st.repr[bout] = Repr::F32;
-        st.stale[bout] = false;
-        st.via_f32[bout] = false;
-        st.codes_too[bout] = None;
-        result
-    }
-
-    /// An Eltwise SUM (as `tensor::eltwise`, term by term in input order) reading its inputs as
-    /// they stand: codes whose values nothing has made yet are decoded block by block on the thread
-    /// that sums them (their own values stay unmade).
-    fn eltwise_sum(&mut self, layer: &Layer) -> Result<(), String> {
-        let plan = self.plan;
-        let LayerKind::Eltwise { coeff, .. } = &layer.kind else {
-            return Err("not an Eltwise".into());
-        };
         let &top = layer.tops.first().ok_or("no output")?;
         let bout = plan.buffer_of[top];
         let mut out = std::mem::replace(&mut self.values[bout], ArrayD::zeros(IxDyn(&[0])));
@@ -355,15 +305,24 @@ impl Session<'_, '_> {
             let mut inputs = [None; SUM_INPUTS];
             for (slot, &b) in inputs.iter_mut().zip(&layer.bottoms) {
                 let buf = plan.buffer_of[b];
-                *slot = Some(
-                    match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
-                        Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
-                        None => Summand::Values(contiguous(&self.values[buf])?),
-                    },
-                );
+                let x = match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
+                    Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
+                    None => Summand::Values(contiguous(&self.values[buf])?),
+                };
+                *slot = Some((x, plan.shapes[b].as_slice()));
             }
             let o = out.as_slice_mut().ok_or("non-contiguous output")?;
-            sum_blocks(&inputs, coeff, o)
+            match &layer.kind {
+                LayerKind::Eltwise { coeff, .. } => {
+                    sum_blocks(&inputs.map(|i| i.map(|(x, _)| x)), coeff, o)
+                }
+                LayerKind::Concat { axis } => {
+                    let rank = inputs[0].map_or(0, |(_, d)| d.len());
+                    let axis = crate::model::shape::canonical_axis(*axis, rank)?;
+                    join_blocks(&inputs, axis, o)
+                }
+                _ => Err("neither an Eltwise nor a Concat".into()),
+            }
         })();
         self.values[bout] = out;
         let st = &mut self.int8;

@@ -399,15 +399,24 @@ mod tests {
     use crate::engine::quant::IntType;
 
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
+        super::super::tests::values(n, seed)
+            .into_iter()
+            .map(|v| (v >> 24) as u8)
             .collect()
+    }
+
+    /// Rows that store each sum as it is: an FP32 value with a factor of 1.
+    fn identity(rows: usize) -> Vec<RowParams> {
+        let p = RowParams {
+            comp: 0,
+            bias: 0,
+            factor: 1.0,
+            sum: None,
+            relu: None,
+            ty: IntType::S8,
+            then: None,
+        };
+        vec![p; rows]
     }
 
     /// The tile product's sums, stored as FP32 values with a factor of 1 (the integer itself), equal
@@ -445,18 +454,7 @@ mod tests {
                 .collect();
             a[0] = -128;
             let w = AmxWeights::new(&a, rows, taps, quads);
-            let params = vec![
-                RowParams {
-                    comp: 0,
-                    bias: 0,
-                    factor: 1.0,
-                    sum: None,
-                    relu: None,
-                    ty: IntType::S8,
-                    then: None,
-                };
-                rows
-            ];
+            let params = identity(rows);
             let grid = GridRows { wq, ow };
             let plane = grid.span(n);
             let mut out = vec![f32::NAN; rows * plane];
@@ -492,18 +490,7 @@ mod tests {
     fn irregular_activation_rows_are_refused() {
         // Three quads whose rows are not equally far apart: no tile can load them.
         let w = AmxWeights::new(&[1; 2 * 3 * 4], 2, 1, 3);
-        let params = vec![
-            RowParams {
-                comp: 0,
-                bias: 0,
-                factor: 1.0,
-                sum: None,
-                relu: None,
-                ty: IntType::S8,
-                then: None,
-            };
-            2
-        ];
+        let params = identity(2);
         let data = vec![1u8; 1024];
         let b = Quads {
             data: &data,
