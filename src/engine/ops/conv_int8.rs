@@ -152,10 +152,10 @@ const QUADS_MAX_OUTPUTS: usize = 32;
 
 /// The fewest input channel quads per group for AMX (measured with `bench`, batch 8). A tile product
 /// costs about the same for 4 quads as for 8 (6.3 against 8.3 ns), so 16-channel inputs (ResNet-8's
-/// `res1_branch2a`, `res2_branch2a`) gained nothing on one thread, and on two the tile unit's use
-/// slowed the whole pass, its FP32 convolutions too (0.59 → 0.62 ms). From 8 quads on, SqueezeNet's
-/// 3×3 expand layers take half the time (`fire8/conv3x3_2` 1.87 → 0.94 ms) and ResNet-8's 32-64
-/// channel layers a quarter less.
+/// `res1_branch2a`, `res2_branch2a`) gained little on one thread, and on two the tile unit's use
+/// slowed the whole pass, its FP32 convolutions too (ResNet-8's INT8 0.456 → 0.475 ms, medians of
+/// 300 passes over 6 rounds). From 8 quads on, SqueezeNet's 3×3 expand layers take half the time
+/// (`fire8/conv3x3_2` 1.87 → 0.94 ms) and ResNet-8's 32-64 channel layers a quarter less.
 const AMX_MIN_QUADS: usize = 8;
 
 /// Up to this many output positions, layers of up to `QUADS_SMALL_MAP_OUTPUTS` channels per group
@@ -184,7 +184,7 @@ fn quad_weights(w: &[i8], rows: usize, channels: usize, taps: usize) -> QuadWeig
 }
 
 /// A group's weights for the product on channel quads: packed for the VNNI kernel, and as AMX tiles
-/// where AMX runs (the same sums, several times faster).
+/// where AMX runs (the same sums, at two to three times VNNI's rate here).
 #[derive(Debug, Clone, PartialEq)]
 struct QuadWeights {
     vnni: PackedS8,
