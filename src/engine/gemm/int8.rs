@@ -717,15 +717,28 @@ mod x86 {
                 sums::<true>(groups, a, b)
             }
         };
-        for (i, p) in params.iter().enumerate().take(MR) {
-            // SAFETY: the caller gives `params.len()` rows at `out`, holding the positions `runs`
-            // writes.
-            unsafe {
-                let row = out.add(i * ldo);
-                for (sums, h) in [(lo[i], 0), (hi[i], 1)] {
-                    if !runs.half(h).is_empty() {
-                        T::store_sums(p, sums, row, runs.half(h));
-                    }
+        let params = &params[..params.len().min(MR)];
+        // SAFETY: the caller gives `params.len()` rows at `out`, holding the positions `runs`
+        // writes.
+        unsafe { store_rows(params, |i| [lo[i], hi[i]], runs, (out, ldo)) };
+    }
+
+    /// Row i's two halves of 16 sums (`sums(i)`) requantized by `params[i]` and stored in the row
+    /// at `out + i·ldo` where `runs` places them (the VNNI kernel's registers, the AMX tiles).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn store_rows<T: Lanes16>(
+        params: &[RowParams],
+        sums: impl Fn(usize) -> [__m512i; 2],
+        runs: &StripRuns,
+        (out, ldo): (*mut T, usize),
+    ) {
+        for (i, p) in params.iter().enumerate() {
+            let row = out.wrapping_add(i * ldo);
+            for (h, v) in sums(i).into_iter().enumerate() {
+                if !runs.half(h).is_empty() {
+                    // SAFETY: the caller's rows hold the positions the runs place.
+                    unsafe { T::store_sums(p, v, row, runs.half(h)) };
                 }
             }
         }

@@ -132,7 +132,7 @@ thread_local! {
 
 /// A convolution's input: FP32 values, or codes whose values it reads (each image's dequantized
 /// into a buffer of the thread that convolves it while in cache, rather than the whole batch's
-/// values written out first).
+/// values written out first). The INT8 session's Eltwise and Concat read their inputs the same way.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     Values(&'a [f32]),
@@ -333,11 +333,7 @@ pub fn convolution_fused(
         }
     };
     let image_len = c * h * w;
-    let fits = match x {
-        Input::Values(v) => v.len() >= n * image_len,
-        Input::Codes(b, _) => b.len() >= n * image_len,
-    };
-    if !fits || out.len() < n * m * plane {
+    if x.count() < n * image_len || out.len() < n * m * plane {
         return Err("the input or output is shorter than the batch".into());
     }
     let images = out.par_chunks_mut(m * plane).take(n).enumerate();
@@ -351,6 +347,14 @@ pub fn convolution_fused(
 }
 
 impl<'a> Input<'a> {
+    /// How many values it holds.
+    pub fn count(self) -> usize {
+        match self {
+            Input::Values(v) => v.len(),
+            Input::Codes(b, _) => b.len(),
+        }
+    }
+
     /// The `len` values from `at`.
     fn part(self, at: usize, len: usize) -> Input<'a> {
         match self {

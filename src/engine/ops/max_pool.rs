@@ -40,7 +40,7 @@ pub trait Lanes: Copy + Sized + 'static {
 
     /// # Safety
     /// The CPU has the features of `AVAILABLE`; `x` holds every window row, `border` every lane
-    /// written or read (as `plane` sizes it) and `out` rows.len()·ow values.
+    /// written or read (as `planes` sizes it) and `out` rows.len()·ow values.
     unsafe fn kernel(k: Kernel<Self>);
 }
 
@@ -114,22 +114,11 @@ pub fn takes<T: Lanes>(cols: Columns) -> bool {
     *AVAILABLE && (1..=T::LANES).contains(&cols.stride) && cols.kernel > 0
 }
 
-/// Pools one h×w plane into `out` (rows of `out.len() / rows.len()` outputs), the window rows of
-/// output row oy being `rows[oy].0..rows[oy].1`. False, touching nothing, when the kernel does not
-/// take the shape (`takes`, or windows outside the plane).
-pub fn plane<T: Lanes>(
-    x: &[T],
-    w: usize,
-    rows: &[(usize, usize, f32)],
-    cols: Columns,
-    out: &mut [T],
-) -> bool {
-    planes(x, (w, x.len()), rows, cols, out)
-}
-
-/// `plane` of each of the planes `x` holds, `len` values apart (their outputs one after the other
-/// in `out`): the checks are made once, and small planes whose rows fit one vector are pooled in
-/// one call of the kernel each, with nothing set up per plane.
+/// Pools each h×w plane `x` holds, `len` values apart, into `out` (the planes' outputs one after the
+/// other, rows of `out.len() / (planes · rows.len())` outputs), the window rows of output row oy
+/// being `rows[oy].0..rows[oy].1`. The checks and the border row are made once for all the planes.
+/// False, touching nothing, when the kernel does not take the shape (`takes`, or windows outside a
+/// plane).
 pub fn planes<T: Lanes>(
     x: &[T],
     (w, len): (usize, usize),
@@ -155,28 +144,27 @@ pub fn planes<T: Lanes>(
         return false;
     }
     let ow = out.len() / count / oh;
-    if T::LANES == 64 && in_one_vector(w, ow, cols) {
+    let mut each = |border: *mut T| {
         for (x, out) in x.chunks_exact(len).zip(out.chunks_exact_mut(oh * ow)) {
             let k = Kernel {
                 x: x.as_ptr(),
                 w,
                 rows,
                 cols,
-                border: std::ptr::null_mut(),
+                border,
                 out: out.as_mut_ptr(),
                 ow,
             };
-            // SAFETY: as below; the kernel reads no border for a row in one vector
-            // (`in_one_vector`).
+            // SAFETY: the features are checked (`takes`); every row read lies in the plane
+            // (`fits`), `out` holds oh·ow values, and the border holds every lane written or read
+            // (sized below; a row in one vector reads none, `in_one_vector`). Each row rewrites
+            // the border lanes it reads before reading them, so one border serves every plane.
             unsafe { T::kernel(k) };
         }
+    };
+    if T::LANES == 64 && in_one_vector(w, ow, cols) {
+        each(std::ptr::null_mut());
         return true;
-    }
-    if count > 1 {
-        return x
-            .chunks_exact(len)
-            .zip(out.chunks_exact_mut(oh * ow))
-            .all(|(x, out)| plane(x, w, rows, cols, out));
     }
     // Written: pad + whole vectors; read: two vectors past the last output block's furthest column.
     let per = per_vector::<T>(stride);
@@ -185,18 +173,7 @@ pub fn planes<T: Lanes>(
     T::with_border(|border| {
         border.clear();
         border.resize(written.max(reads), T::BORDER);
-        let k = Kernel {
-            x: x.as_ptr(),
-            w,
-            rows,
-            cols,
-            border: border.as_mut_ptr(),
-            out: out.as_mut_ptr(),
-            ow,
-        };
-        // SAFETY: the features are checked (`takes`); every row read lies in `x` (`fits`), the
-        // border holds every lane written or read (sized above), and `out` holds oh·ow values.
-        unsafe { T::kernel(k) };
+        each(border.as_mut_ptr());
     });
     true
 }
@@ -294,7 +271,7 @@ mod x86 {
         }
         let per = per_vector::<u8>(stride);
         let g = gather(stride, per);
-        // SAFETY (all blocks): the caller sized every buffer (see `super::plane`).
+        // SAFETY (all blocks): the caller sized every buffer (see `super::planes`).
         let g = unsafe { _mm512_loadu_si512(g.as_ptr().cast()) };
         for (oy, &(hs, he, _)) in k.rows.iter().enumerate() {
             for c in (0..k.w).step_by(64) {
@@ -330,7 +307,7 @@ mod x86 {
         } = k.cols;
         let per = per_vector::<f32>(stride);
         let g = gather(stride, per).map(i32::from);
-        // SAFETY (all blocks): the caller sized every buffer (see `super::plane`).
+        // SAFETY (all blocks): the caller sized every buffer (see `super::planes`).
         let g = unsafe { _mm512_loadu_si512(g.as_ptr().cast()) };
         let lowest = _mm512_set1_ps(<f32 as Lanes>::BORDER);
         // The maximum so far is the second operand: a NaN value is skipped.

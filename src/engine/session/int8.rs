@@ -13,7 +13,7 @@ use crate::engine::compile::Role;
 use crate::engine::error::EngineError;
 use crate::engine::int8_plan::{FusedF32, InputSpec, Int8Layer, ResidualRead};
 use crate::engine::ops::codes::{self, Codes};
-use crate::engine::ops::conv::{self, Filter};
+use crate::engine::ops::conv::{self, Filter, Input};
 use crate::engine::ops::conv_int8::{Int8Conv, Out, convolution_int8};
 use crate::engine::ops::post::{self, Post};
 use crate::engine::ops::{layout, norm, pool};
@@ -110,29 +110,19 @@ thread_local! {
     static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// An input of `sum_blocks`: FP32 values, or codes decoded block by block.
-#[derive(Debug, Clone, Copy)]
-enum Summand<'a> {
-    Values(&'a [f32]),
-    Codes(&'a [u8], Codes),
-}
-
 /// `tensor::concat` along `axis` of values and codes (decoded as they are copied): each outer index
 /// (the image, for axis 1) in parallel.
 fn join_blocks(
-    inputs: &[Option<(Summand, &[usize])>],
+    inputs: &[Option<(Input, &[usize])>],
     axis: usize,
     out: &mut [f32],
 ) -> Result<(), String> {
     let block = |d: &[usize]| d.get(axis..).map_or(0, |d| d.iter().product::<usize>());
     let total: usize = inputs.iter().flatten().map(|(_, d)| block(d)).sum();
-    let fits = inputs.iter().flatten().all(|(x, d)| {
-        let len = match x {
-            Summand::Values(v) => v.len(),
-            Summand::Codes(b, _) => b.len(),
-        };
-        d.len() > axis && len == out.len() / total.max(1) * block(d)
-    });
+    let fits = inputs
+        .iter()
+        .flatten()
+        .all(|(x, d)| d.len() > axis && x.count() == out.len() / total.max(1) * block(d));
     if !fits || total == 0 || !out.len().is_multiple_of(total) {
         return Err("the inputs do not make up the output".into());
     }
@@ -142,8 +132,8 @@ fn join_blocks(
             let n = block(d);
             let to = &mut dst[offset..offset + n];
             match *x {
-                Summand::Values(v) => to.copy_from_slice(&v[o * n..(o + 1) * n]),
-                Summand::Codes(b, from) => codes::dequantize_run(&b[o * n..(o + 1) * n], from, to),
+                Input::Values(v) => to.copy_from_slice(&v[o * n..(o + 1) * n]),
+                Input::Codes(b, from) => codes::dequantize_run(&b[o * n..(o + 1) * n], from, to),
             }
             offset += n;
         }
@@ -153,11 +143,8 @@ fn join_blocks(
 
 /// `out = Σ coeff[i]·input[i]` in input order (coefficient 1 when none is given), as
 /// `tensor::eltwise` computes it.
-fn sum_blocks(inputs: &[Option<Summand>], coeff: &[f32], out: &mut [f32]) -> Result<(), String> {
-    let fits = inputs.iter().flatten().all(|x| match x {
-        Summand::Values(v) => v.len() == out.len(),
-        Summand::Codes(b, _) => b.len() == out.len(),
-    });
+fn sum_blocks(inputs: &[Option<Input>], coeff: &[f32], out: &mut [f32]) -> Result<(), String> {
+    let fits = inputs.iter().flatten().all(|x| x.count() == out.len());
     if !fits || (!coeff.is_empty() && coeff.len() != inputs.iter().flatten().count()) {
         return Err("the inputs must all have the output's size, one coefficient each".into());
     }
@@ -169,8 +156,8 @@ fn sum_blocks(inputs: &[Option<Summand>], coeff: &[f32], out: &mut [f32]) -> Res
                 decoded.resize(SUM_BLOCK, 0.0);
                 for (i, x) in inputs.iter().flatten().enumerate() {
                     let v: &[f32] = match *x {
-                        Summand::Values(v) => &v[range.clone()],
-                        Summand::Codes(b, from) => {
+                        Input::Values(v) => &v[range.clone()],
+                        Input::Codes(b, from) => {
                             let d = &mut decoded[..o.len()];
                             codes::dequantize_run(&b[range.clone()], from, d);
                             d
@@ -306,8 +293,8 @@ impl Session<'_, '_> {
             for (slot, &b) in inputs.iter_mut().zip(&layer.bottoms) {
                 let buf = plan.buffer_of[b];
                 let x = match self.int8.codes(buf).filter(|_| self.int8.stale[buf]) {
-                    Some(from) => Summand::Codes(&self.int8.bytes[buf], from),
-                    None => Summand::Values(contiguous(&self.values[buf])?),
+                    Some(from) => Input::Codes(&self.int8.bytes[buf], from),
+                    None => Input::Values(contiguous(&self.values[buf])?),
                 };
                 *slot = Some((x, plan.shapes[b].as_slice()));
             }
@@ -964,8 +951,8 @@ mod tests {
                 let mut want = vec![0.0f32; n];
                 tensor::eltwise(EltwiseOp::Sum, coeff, &[&values, &decoded], &mut want).unwrap();
                 let inputs = [
-                    Some(Summand::Values(&values)),
-                    Some(Summand::Codes(&bytes, from)),
+                    Some(Input::Values(&values)),
+                    Some(Input::Codes(&bytes, from)),
                 ];
                 let mut got = vec![f32::NAN; n];
                 sum_blocks(&inputs, coeff, &mut got).unwrap();
@@ -976,7 +963,7 @@ mod tests {
                     "{n} values, coefficients {coeff:?}"
                 );
             }
-            let short = [Some(Summand::Codes(&bytes[..n - 1], from))];
+            let short = [Some(Input::Codes(&bytes[..n - 1], from))];
             assert!(sum_blocks(&short, &[], &mut vec![0.0; n]).is_err());
         }
     }
@@ -996,8 +983,8 @@ mod tests {
         let mut want = vec![0.0f32; 200];
         tensor::concat(&[(&values, &a_dims), (&decoded, &b_dims)], 1, &mut want);
         let inputs = [
-            Some((Summand::Values(&values), &a_dims[..])),
-            Some((Summand::Codes(&bytes, from), &b_dims[..])),
+            Some((Input::Values(&values), &a_dims[..])),
+            Some((Input::Codes(&bytes, from), &b_dims[..])),
         ];
         let mut got = vec![f32::NAN; 200];
         join_blocks(&inputs, 1, &mut got).unwrap();

@@ -145,7 +145,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{AmxWeights, GridRows, Quads, RowParams, StripRuns, TILE};
-    use crate::engine::gemm::int8::x86::Lanes16;
+    use crate::engine::gemm::int8::x86::{Lanes16, store_rows};
 
     /// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`),
     /// which a process must hold before its first tile instruction; true when granted.
@@ -359,21 +359,18 @@ mod x86 {
         (out, ldo): (*mut T, usize),
     ) {
         let first = block.ob * TILE;
-        for (r, p) in (first..rows.min(first + 2 * TILE)).zip(&params[first.min(params.len())..]) {
-            let (tile, i) = (2 * ((r - first) / TILE), r % TILE);
-            let row = out.wrapping_add(r * ldo);
-            for h in 0..2 {
-                let runs = block.runs.half(h);
-                if !runs.is_empty() {
-                    // SAFETY: the caller's `out` holds the positions the runs place (`gemm_quads`).
-                    unsafe {
-                        let v =
-                            _mm512_loadu_si512(block.sums[tile + h][i * TILE..].as_ptr().cast());
-                        T::store_sums(p, v, row, runs);
-                    }
-                }
-            }
-        }
+        let rows = first.min(params.len())..rows.min(first + 2 * TILE).min(params.len());
+        // Row i of the block: tile 2·(i / 16) + the half, row i % 16 of it.
+        let sums = |i: usize| {
+            let (tile, r) = (2 * (i / TILE), i % TILE);
+            // SAFETY: each tile holds 16 rows of 16 sums.
+            [0, 1].map(|h| unsafe {
+                _mm512_loadu_si512(block.sums[tile + h][r * TILE..].as_ptr().cast())
+            })
+        };
+        let out = (out.wrapping_add(first * ldo), ldo);
+        // SAFETY: the caller's `out` holds the positions the runs place (`gemm_quads`).
+        unsafe { store_rows(&params[rows], sums, &block.runs, out) };
     }
 }
 
