@@ -578,7 +578,9 @@ mod x86 {
 
     use super::{MR, StripRuns};
     use crate::engine::gemm::requant::RowParams;
-    use crate::engine::gemm::requant::x86::{codes_from_sums_in_runs, values_from_sums_in_runs};
+    use crate::engine::gemm::requant::x86::{
+        codes_from_sums_in_runs, plain_codes_in_runs, values_from_sums_in_runs,
+    };
 
     /// 32 bytes of four rows: their even bytes interleaved into 64 bytes at `even`, their odd bytes
     /// into 64 at `odd` (each row split as `phases::Element::deinterleave` does, then `interleave4`).
@@ -680,6 +682,24 @@ mod x86 {
         /// # Safety
         /// The CPU has AVX-512 F/BW/VL; each run's mask covers only lanes inside the output.
         unsafe fn store_sums(p: &RowParams, sums: __m512i, base: *mut Self, runs: &[(isize, u16)]);
+
+        /// Whether every row takes `store_plain`.
+        fn plain(_: &[RowParams]) -> bool {
+            false
+        }
+
+        /// `store_sums` for the rows `plain` admits.
+        /// # Safety
+        /// As `store_sums`.
+        unsafe fn store_plain(
+            p: &RowParams,
+            sums: __m512i,
+            base: *mut Self,
+            runs: &[(isize, u16)],
+        ) {
+            // SAFETY: as the caller's.
+            unsafe { Self::store_sums(p, sums, base, runs) }
+        }
     }
 
     impl Lanes16 for u8 {
@@ -687,6 +707,21 @@ mod x86 {
         unsafe fn store_sums(p: &RowParams, sums: __m512i, base: *mut Self, runs: &[(isize, u16)]) {
             // SAFETY: as the caller's.
             unsafe { codes_from_sums_in_runs(p, sums, base, runs) }
+        }
+
+        fn plain(params: &[RowParams]) -> bool {
+            params.iter().all(RowParams::plain_u8)
+        }
+
+        #[inline]
+        unsafe fn store_plain(
+            p: &RowParams,
+            sums: __m512i,
+            base: *mut Self,
+            runs: &[(isize, u16)],
+        ) {
+            // SAFETY: as the caller's.
+            unsafe { plain_codes_in_runs(p, sums, base, runs) }
         }
     }
 
@@ -733,12 +768,29 @@ mod x86 {
         runs: &StripRuns,
         (out, ldo): (*mut T, usize),
     ) {
+        if T::plain(params) {
+            // SAFETY: as the caller's.
+            unsafe { each_half(params, sums, runs, (out, ldo), T::store_plain) };
+        } else {
+            unsafe { each_half(params, sums, runs, (out, ldo), T::store_sums) };
+        }
+    }
+
+    /// `store` of each row's halves that the runs place.
+    #[inline(always)]
+    unsafe fn each_half<T>(
+        params: &[RowParams],
+        sums: impl Fn(usize) -> [__m512i; 2],
+        runs: &StripRuns,
+        (out, ldo): (*mut T, usize),
+        store: unsafe fn(&RowParams, __m512i, *mut T, &[(isize, u16)]),
+    ) {
         for (i, p) in params.iter().enumerate() {
             let row = out.wrapping_add(i * ldo);
             for (h, v) in sums(i).into_iter().enumerate() {
                 if !runs.half(h).is_empty() {
                     // SAFETY: the caller's rows hold the positions the runs place.
-                    unsafe { T::store_sums(p, v, row, runs.half(h)) };
+                    unsafe { store(p, v, row, runs.half(h)) };
                 }
             }
         }
