@@ -3,7 +3,7 @@
 //! quantized prototxt in INT8 side by side.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -28,7 +28,8 @@ pub struct Args {
     /// Input for an Input net, tiled to the batch (default: seeded random values).
     #[arg(long, value_name = "X.npy")]
     pub input: Option<std::path::PathBuf>,
-    /// Timed passes, after warm-up passes (at least 3, for at least 200 ms).
+    /// Timed passes at least (after warm-up passes: at least 3, for at least 200 ms), in 5 blocks
+    /// taking turns with the other model's, lasting at least 1 s in all.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
     /// Also print where the time goes, per layer type and slowest layers (mean of `--runs` extra passes).
@@ -48,28 +49,45 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let model = Model::load(&args.files.model, args.files.weights.as_deref(), &data_tops)?;
-    let fp32 = time_model(&model, args, false)?;
-    let int8 = match &args.int8 {
+    let quantized = match &args.int8 {
         Some(path) => {
             let quantized = Model::load(path, args.files.weights.as_deref(), &data_tops)?;
             if !Plan::is_quantized(&quantized.net) {
                 anyhow::bail!("{}: no layer has a quantization_param", path.display());
             }
-            Some(time_model(&quantized, args, true)?)
+            Some(quantized)
         }
         None => None,
     };
+    let fp32_plan = Plan::new(&model.net, Some(args.batch))?;
+    let int8_plan = match &quantized {
+        Some(q) => Some(Plan::new_int8(&q.net, Some(args.batch))?),
+        None => None,
+    };
+    let mut subjects = vec![Subject::new(&model, &fp32_plan, Precision::Fp32, args)?];
+    if let (Some(q), Some(plan)) = (&quantized, &int8_plan) {
+        subjects.push(Subject::new(q, plan, Precision::Int8, args)?);
+    }
+    super::with_threads(args.threads, || time_in_turns(&mut subjects, args.runs))?;
+    if args.profile {
+        for s in &mut subjects {
+            let report = s.profile(args)?;
+            eprint!("{report}");
+        }
+    }
+    let times: Vec<Times> = subjects.iter().map(Subject::times).collect();
+    let (fp32, int8) = (&times[0], times.get(1));
     if args.json {
         let mut doc =
             serde_json::json!({ "batch": args.batch, "threads": threads, "fp32": fp32.json(args) });
-        if let Some(i) = &int8 {
+        if let Some(i) = int8 {
             doc["int8"] = i.json(args);
             doc["speedup"] = serde_json::json!(fp32.median / i.median);
         }
         super::emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
     } else {
         let mut text = fp32.line("fp32", args.batch, threads);
-        if let Some(i) = &int8 {
+        if let Some(i) = int8 {
             text += &i.line("int8", args.batch, threads);
             text += &format!("int8 speedup over fp32: {:.2}x\n", fp32.median / i.median);
         }
@@ -78,72 +96,133 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Times of one precision: median, min and max per batch.
 struct Times {
     median: f64,
     min: f64,
     max: f64,
+    runs: usize,
 }
 
 impl Times {
     fn json(&self, args: &Args) -> serde_json::Value {
         serde_json::json!({
             "median_ms": self.median, "min_ms": self.min, "max_ms": self.max,
-            "images_per_s": args.batch as f64 / (self.median / 1e3), "runs": args.runs
+            "images_per_s": args.batch as f64 / (self.median / 1e3), "runs": self.runs
         })
     }
 
     fn line(&self, what: &str, batch: usize, threads: usize) -> String {
         let per_s = batch as f64 / (self.median / 1e3);
         format!(
-            "{what}, batch {batch}, {threads} threads: median {:.2} ms (min {:.2}, max {:.2}) per batch, {per_s:.1} images/s\n",
-            self.median, self.min, self.max
+            "{what}, batch {batch}, {threads} threads: median {:.2} ms (min {:.2}, max {:.2}) per batch over {} passes, {per_s:.1} images/s\n",
+            self.median, self.min, self.max, self.runs
         )
     }
 }
 
-/// Untimed passes before the timed ones: at least this many, for at least this long. A pass of a
-/// small net takes well under a millisecond, and its first ones after the process starts (or after
-/// the other precision's passes) ran slower while the threads, caches and clock settled: with 3
-/// passes alone, 20 timed ones of ResNet-8 at batch 8 had medians of 1.2-6.3 ms in FP32 where 200
-/// had 1.2-1.3 ms.
-const WARM_UP: (usize, std::time::Duration) = (3, std::time::Duration::from_millis(200));
+/// Untimed passes before the timing: at least this many, for at least this long.
+const WARM_UP: (usize, Duration) = (3, Duration::from_millis(200));
 
-/// Times the forward pass of a model (INT8 as Intel runs it when `int8`), after the warm-up passes
-/// (`WARM_UP`), with the per-layer profile on stderr when asked.
-fn time_model(model: &Model, args: &Args, int8: bool) -> anyhow::Result<Times> {
-    // A data layer's relative sources resolve beside the prototxt that names them.
-    let base = model
-        .prototxt
-        .path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let plan = if int8 {
-        Plan::new_int8(&model.net, Some(args.batch))?
-    } else {
-        Plan::new(&model.net, Some(args.batch))?
-    };
-    let mut feed = fixed_inputs(model, &plan, args, &base)?;
-    let mut session = Session::new(&plan);
-    session.set_dequantized_views(false);
-    let mut times = super::with_threads(args.threads, || -> anyhow::Result<Vec<f64>> {
-        let start = Instant::now();
-        for pass in 0.. {
-            if pass >= WARM_UP.0 && start.elapsed() >= WARM_UP.1 {
-                break;
-            }
-            session.forward(&mut feed, &mut NoObserver)?;
+/// Timed blocks per model. The models take turns, block by block (in alternating order), so that
+/// both are timed under the same conditions: a shared machine's speed drifts by 5-15% between
+/// seconds, and timing one model after the other put that drift into their ratio.
+const ROUNDS: usize = 5;
+
+/// Timed passes per model last at least this long in all, so that the median rests on enough
+/// passes for a fast model (ResNet-8's INT8 pass takes half a millisecond).
+const MIN_TIMED: Duration = Duration::from_secs(1);
+
+/// What a model is timed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    Fp32,
+    Int8,
+}
+
+impl Precision {
+    fn label(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
         }
-        (0..args.runs)
-            .map(|_| {
-                let t = Instant::now();
-                session.forward(&mut feed, &mut NoObserver)?;
-                Ok(t.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect()
-    })?;
-    if args.profile {
+    }
+}
+
+/// One model being timed: its session, its fixed inputs and the times of its passes so far.
+struct Subject<'p, 'n> {
+    precision: Precision,
+    session: Session<'p, 'n>,
+    feed: ArrayFeed,
+    times: Vec<f64>,
+}
+
+impl<'p, 'n> Subject<'p, 'n> {
+    fn new(
+        model: &Model,
+        plan: &'p Plan<'n>,
+        precision: Precision,
+        args: &Args,
+    ) -> anyhow::Result<Self> {
+        let base = model
+            .prototxt
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let feed = fixed_inputs(model, plan, args, &base)?;
+        let mut session = Session::new(plan);
+        session.set_dequantized_views(false);
+        Ok(Self {
+            precision,
+            session,
+            feed,
+            times: Vec::new(),
+        })
+    }
+
+    /// One forward pass, in milliseconds.
+    fn pass(&mut self) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        self.session.forward(&mut self.feed, &mut NoObserver)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+
+    fn warm_up(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut passes = 0;
+        while passes < WARM_UP.0 || start.elapsed() < WARM_UP.1 {
+            self.pass()?;
+            passes += 1;
+        }
+        Ok(())
+    }
+
+    /// One untimed pass (its caches again its own after the other model's block), then timed
+    /// passes: at least `passes`, for at least `span`.
+    fn block(&mut self, passes: usize, span: Duration) -> anyhow::Result<()> {
+        self.pass()?;
+        let (start, mut done) = (Instant::now(), 0);
+        while done < passes || start.elapsed() < span {
+            let ms = self.pass()?;
+            self.times.push(ms);
+            done += 1;
+        }
+        Ok(())
+    }
+
+    fn times(&self) -> Times {
+        let mut t = self.times.clone();
+        t.sort_by(f64::total_cmp);
+        Times {
+            median: t.get(t.len() / 2).copied().unwrap_or(f64::NAN),
+            min: t.first().copied().unwrap_or(f64::NAN),
+            max: t.last().copied().unwrap_or(f64::NAN),
+            runs: t.len(),
+        }
+    }
+
+    /// Where the time goes: the mean per layer type and layer over `--runs` extra passes.
+    fn profile(&mut self, args: &Args) -> anyhow::Result<String> {
         let mut timer = LayerTimer {
             last: Instant::now(),
             by_type: std::collections::BTreeMap::new(),
@@ -152,22 +231,36 @@ fn time_model(model: &Model, args: &Args, int8: bool) -> anyhow::Result<Times> {
         super::with_threads(args.threads, || -> anyhow::Result<()> {
             for _ in 0..args.runs {
                 timer.last = Instant::now();
-                session.forward(&mut feed, &mut timer)?;
+                self.session.forward(&mut self.feed, &mut timer)?;
             }
             Ok(())
         })?;
         timer.scale(1.0 / args.runs as f64);
-        eprint!("{}", timer.report(if int8 { "int8" } else { "fp32" }));
+        Ok(timer.report(self.precision.label()))
     }
-    times.sort_by(f64::total_cmp);
-    Ok(Times {
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-    })
 }
 
-/// Attributes the time between consecutive outputs to the layer type that produced the later one.
+/// Warms every model up, then times them in `ROUNDS` rounds of one block each, the order reversed
+/// every other round: each model gets at least `runs` timed passes lasting at least `MIN_TIMED`.
+fn time_in_turns(subjects: &mut [Subject], runs: usize) -> anyhow::Result<()> {
+    for s in subjects.iter_mut() {
+        s.warm_up()?;
+    }
+    let (passes, span) = (runs.div_ceil(ROUNDS), MIN_TIMED / ROUNDS as u32);
+    for round in 0..ROUNDS {
+        if round % 2 == 1 {
+            subjects.reverse();
+        }
+        for s in subjects.iter_mut() {
+            s.block(passes, span)?;
+        }
+        if round % 2 == 1 {
+            subjects.reverse();
+        }
+    }
+    Ok(())
+}
+
 struct LayerTimer {
     last: Instant,
     by_type: std::collections::BTreeMap<String, f64>,
