@@ -28,13 +28,11 @@ pub struct RowParams {
 }
 
 impl RowParams {
-    /// Whether the row stores u8 codes of its own value, maybe through a ReLU of slope at least
-    /// 0, which changes no code: a negative value is clamped to code 0 either way.
+    /// Whether the row stores u8 codes (of its value, or of its sum with u8 residual codes) once
+    /// rounded, maybe through a ReLU of slope at least 0, which changes no code: a negative value
+    /// is clamped to code 0 either way.
     pub fn plain_u8(&self) -> bool {
-        self.ty == IntType::U8
-            && self.sum.is_none()
-            && self.then.is_none()
-            && self.relu.is_none_or(|s| s >= 0.0)
+        self.ty == IntType::U8 && self.then.is_none() && self.relu.is_none_or(|s| s >= 0.0)
     }
 }
 
@@ -396,8 +394,8 @@ pub(super) mod x86 {
     }
 
     /// `codes_from_sums_in_runs` for the rows most layers have (`RowParams::plain_u8`): without
-    /// the sum, the second rounding and the ReLU (which the clamp at code 0 makes of no effect),
-    /// and with the clamp in fewer steps; the same codes.
+    /// the second rounding and the ReLU (which the clamp at code 0 makes of no effect), with the
+    /// clamp in fewer steps; the same codes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn plain_codes_in_runs(
@@ -407,10 +405,18 @@ pub(super) mod x86 {
         runs: &[(isize, __mmask16)],
     ) {
         let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_set1_epi32(p.comp)));
-        let y = _mm512_mul_ps(
+        let mut y = _mm512_mul_ps(
             _mm512_add_ps(t, _mm512_set1_ps(p.bias as f32)),
             _mm512_set1_ps(p.factor),
         );
+        if let Some(s) = p.sum {
+            // The residual's u8 codes, where the runs place them.
+            let bytes = runs.iter().fold(_mm_setzero_si128(), |v, &(d, m)| unsafe {
+                _mm_mask_loadu_epi8(v, m, base.wrapping_offset(d) as *const i8)
+            });
+            let residual = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+            y = _mm512_fmadd_ps(residual, _mm512_set1_ps(s), y);
+        }
         // Above 255 clamped before the conversion (which would overflow), below 0 after it (a
         // negative value rounds to a code of at most 0).
         let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_set1_ps(255.0), y));
@@ -532,7 +538,7 @@ mod tests {
 
     /// The plain rows' shorter path stores the codes of the general one: sums far below 0 and
     /// above 255 (and past the int32 range once scaled), ReLUs of slope 0 and above, runs that
-    /// split the 16 lanes.
+    /// split the 16 lanes, with and without a residual.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn plain_rows_store_the_codes_of_the_general_path() {
@@ -543,12 +549,15 @@ mod tests {
         let runs: &[&[(isize, u16)]] =
             &[&[(0, 0xffff)], &[(0, 0x00ff), (3, 0xff00)], &[(5, 0x0f0f)]];
         for (factor, bias) in [(0.0123, -411), (0.77, 9), (3.0e4, -2)] {
-            for relu in [None, Some(0.0), Some(0.25)] {
+            for (relu, sum) in [None, Some(0.0), Some(0.25)]
+                .into_iter()
+                .flat_map(|r| [(r, None), (r, Some(0.6))])
+            {
                 let p = RowParams {
                     comp: 128 * 37,
                     bias,
                     factor,
-                    sum: None,
+                    sum,
                     relu,
                     ty: IntType::U8,
                     then: None,
@@ -557,7 +566,8 @@ mod tests {
                 for (k, runs) in runs.iter().enumerate() {
                     let lanes: [i32; 16] =
                         std::array::from_fn(|i| (i as i32 - 7) * 1733 * (k as i32 + 1));
-                    let mut got = [7u8; 24];
+                    // Residual codes under the lanes, different at each position.
+                    let mut got: [u8; 24] = std::array::from_fn(|i| (i * 37 % 256) as u8);
                     let mut want = got;
                     // SAFETY: AVX-512 is here; each run's lanes lie within the 24 bytes.
                     unsafe {
@@ -565,7 +575,7 @@ mod tests {
                         x86::plain_codes_in_runs(&p, a, got.as_mut_ptr(), runs);
                         x86::codes_from_sums_in_runs(&p, a, want.as_mut_ptr(), runs);
                     }
-                    assert_eq!(got, want, "{factor} {bias} {relu:?} runs {k}");
+                    assert_eq!(got, want, "{factor} {bias} {relu:?} {sum:?} runs {k}");
                 }
             }
         }
@@ -578,31 +588,22 @@ mod tests {
             ty: IntType::U8,
             then: None,
         };
-        assert!(!summed.plain_u8());
-        assert!(
-            !RowParams {
-                sum: None,
+        assert!(summed.plain_u8());
+        let not_plain = [
+            RowParams {
                 ty: IntType::S8,
                 ..summed
-            }
-            .plain_u8()
-        );
-        assert!(
-            !RowParams {
-                sum: None,
+            },
+            RowParams {
                 relu: Some(-0.1),
                 ..summed
-            }
-            .plain_u8()
-        );
-        assert!(
-            !RowParams {
-                sum: None,
+            },
+            RowParams {
                 then: Some(0.5),
                 ..summed
-            }
-            .plain_u8()
-        );
+            },
+        ];
+        assert!(not_plain.iter().all(|p| !p.plain_u8()));
     }
 
     #[test]
