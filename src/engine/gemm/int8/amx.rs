@@ -205,8 +205,9 @@ mod x86 {
     }
 
     /// Per pair of 16-channel blocks and strip of 32 columns (the strips inner: a pair's weight
-    /// tiles stay in L1 over the strips, where 64 channels' tiles of every tap did not, ResNet-8's
-    /// `res3_branch2b` 0.049 → 0.043 ms and SqueezeNet's `fire4/conv3x3_2` 1.6 → 1.1 ms): four
+    /// tiles stay in L1 over the strips, where 64 channels' tiles of every tap did not, a 64-channel
+    /// 8×8 layer shaped as ResNet-8's `res3_branch2b`, batch 8, one thread: 0.049 → 0.043 ms;
+    /// SqueezeNet's `fire4/conv3x3_2`, two threads: 1.6 → 1.1 ms): four
     /// tiles of sums over every (tap, quad block), stored, then each channel's two halves
     /// requantized and stored where the strip's runs place them. The requantization of one block is
     /// done while the tile unit computes the next one (issued first): the two then run side by side.
