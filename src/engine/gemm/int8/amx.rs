@@ -204,7 +204,6 @@ mod x86 {
 
     /// Four tiles of sums (two 16-channel blocks × the two halves of a 32-column strip), with where
     /// they go.
-    #[repr(C, align(64))]
     struct Block {
         sums: [[i32; TILE * TILE]; 4],
         runs: StripRuns,
