@@ -252,15 +252,11 @@ fn time_in_turns(subjects: &mut [Subject], runs: usize) -> anyhow::Result<()> {
         s.warm_up()?;
     }
     let (passes, span) = (runs.div_ceil(ROUNDS), MIN_TIMED / ROUNDS as u32);
+    let count = subjects.len();
     for round in 0..ROUNDS {
-        if round % 2 == 1 {
-            subjects.reverse();
-        }
-        for s in subjects.iter_mut() {
-            s.block(passes, span)?;
-        }
-        if round % 2 == 1 {
-            subjects.reverse();
+        for i in 0..count {
+            let turn = if round % 2 == 0 { i } else { count - 1 - i };
+            subjects[turn].block(passes, span)?;
         }
     }
     Ok(())

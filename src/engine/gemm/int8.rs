@@ -372,6 +372,19 @@ pub struct Quads<'a> {
     pub starts: &'a [usize],
 }
 
+impl Quads<'_> {
+    /// Whether every group's strips of 32 columns over the first n columns (128 bytes each, the
+    /// last one whole) lie in `data`.
+    fn holds(&self, n: usize) -> bool {
+        let reach = self
+            .starts
+            .iter()
+            .max()
+            .map_or(0, |&m| m + n.div_ceil(32) * 128);
+        reach <= self.data.len()
+    }
+}
+
 /// Interleaves four rows of equal length into `dst` (4 × their length): `dst[4p + e] = rows[e][p]`.
 pub fn interleave_quads(rows: [&[u8]; 4], dst: &mut [u8]) {
     let n = rows
@@ -448,14 +461,9 @@ pub fn gemm_u8s8_quads<T: Requantized>(
     (out, ldo): (&mut [T], usize),
 ) -> bool {
     let fits = grid.fits(n, a.rows, (out, ldo));
-    let reach = b
-        .starts
-        .iter()
-        .max()
-        .map_or(0, |&m| m + n.div_ceil(32) * 128);
     let groups = a.groups();
     let ok = a.isa == Isa8::Vnni && a.isa.available() && a.depth == 4 * b.starts.len();
-    if !ok || !fits || reach > b.data.len() || params.len() != a.rows {
+    if !ok || !fits || !b.holds(n) || params.len() != a.rows {
         return false;
     }
     let panel_len = groups * MR * 4;
@@ -465,7 +473,7 @@ pub fn gemm_u8s8_quads<T: Requantized>(
             let rows = MR.min(a.rows - r * MR);
             let panel = &a.bytes[r * panel_len..(r + 1) * panel_len];
             // SAFETY: the CPU has VNNI (checked above); the panel holds groups·MR·4 bytes; group q
-            // reads 128 bytes at starts[q] + 4·j0, inside `b.data` (`reach` above); `out` holds rows
+            // reads 128 bytes at starts[q] + 4·j0, inside `b.data` (`holds` above); `out` holds rows
             // r·MR..r·MR + rows at the positions of columns j0..j0 + 32 (`fits` above), and the
             // kernel writes only those (`runs`).
             #[cfg(target_arch = "x86_64")]

@@ -28,6 +28,20 @@ pub struct RowParams {
 }
 
 impl RowParams {
+    /// A row that stores each sum as it is, as a value of type `ty` (tests).
+    #[cfg(test)]
+    pub(crate) fn unit(ty: IntType) -> Self {
+        Self {
+            comp: 0,
+            bias: 0,
+            factor: 1.0,
+            sum: None,
+            relu: None,
+            ty,
+            then: None,
+        }
+    }
+
     /// Whether the row stores u8 codes (of its value, or of its sum with u8 residual codes) once
     /// rounded, maybe through a ReLU of slope at least 0, which changes no code: a negative value
     /// is clamped to code 0 either way.
@@ -580,13 +594,8 @@ mod tests {
             }
         }
         let summed = RowParams {
-            comp: 0,
-            bias: 0,
-            factor: 1.0,
             sum: Some(1.0),
-            relu: None,
-            ty: IntType::U8,
-            then: None,
+            ..RowParams::unit(IntType::U8)
         };
         assert!(summed.plain_u8());
         let not_plain = [
@@ -608,15 +617,7 @@ mod tests {
 
     #[test]
     fn rows_skip_the_extra_columns_of_the_grid() {
-        let p = RowParams {
-            comp: 0,
-            bias: 0,
-            factor: 1.0,
-            sum: None,
-            relu: None,
-            ty: IntType::U8,
-            then: None,
-        };
+        let p = RowParams::unit(IntType::U8);
         // Three rows of 5 from a grid of width 7: columns 5 and 6 dropped.
         let acc: Vec<i32> = (0..19).collect();
         let mut got = [0u8; 15];

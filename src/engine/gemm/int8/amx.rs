@@ -130,16 +130,11 @@ pub fn gemm_quads<T: Requantized>(
             .enumerate()
             .all(|(q, &s)| s == tap[0].wrapping_add(q.wrapping_mul(step)))
     });
-    let reach = b
-        .starts
-        .iter()
-        .max()
-        .map_or(0, |&m| m + n.div_ceil(32) * 128);
-    if !regular || reach > b.data.len() || !grid.fits(n, w.rows, (&*out, ldo)) {
+    if !regular || !b.holds(n) || !grid.fits(n, w.rows, (&*out, ldo)) {
         return false;
     }
     // SAFETY: AMX (and AVX-512 for the epilogue) is available and granted (`AVAILABLE`); every tile
-    // read lies in `b.data` (`reach`, `regular`) or in `w.lines` (sized by `AmxWeights::new`), and
+    // read lies in `b.data` (`holds`, `regular`) or in `w.lines` (sized by `AmxWeights::new`), and
     // `out` holds the rows at the positions of the n columns (`fits`), the only ones written.
     unsafe { x86::kernel(w, (b, step), (n, grid), params, (out.as_mut_ptr(), ldo)) };
     true
@@ -413,16 +408,7 @@ mod tests {
 
     /// Rows that store each sum as it is: an FP32 value with a factor of 1.
     fn identity(rows: usize) -> Vec<RowParams> {
-        let p = RowParams {
-            comp: 0,
-            bias: 0,
-            factor: 1.0,
-            sum: None,
-            relu: None,
-            ty: IntType::S8,
-            then: None,
-        };
-        vec![p; rows]
+        vec![RowParams::unit(IntType::S8); rows]
     }
 
     /// The tile product's sums, stored as FP32 values with a factor of 1 (the integer itself), equal
